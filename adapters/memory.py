@@ -1,0 +1,83 @@
+"""An in-memory adapter for tests and embedding: push events in, read replies out."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass, field
+
+from bot.events import Event
+from bot.service import Outcome, Service
+
+__all__ = ["MemoryAdapter", "MemoryReply"]
+
+
+@dataclass(eq=False)
+class MemoryReply:
+    started: bool = False
+    updates: list[str] = field(default_factory=list)
+    text: str | None = None
+    failed: bool = False
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    outcome: Outcome | None = None
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def update(self, text: str) -> None:
+        self.updates.append(text)
+
+    async def finish(self, text: str) -> None:
+        self.text = text
+        self.finished.set()
+
+    async def fail(self, message: str) -> None:
+        self.text = message
+        self.failed = True
+        self.finished.set()
+
+    async def wait(self, seconds: float = 120.0) -> str:
+        await asyncio.wait_for(self.finished.wait(), seconds)
+        assert self.text is not None
+        return self.text
+
+
+class MemoryAdapter:
+    """``send()`` queues an event through the service as a platform would."""
+
+    name = "memory"
+
+    def __init__(self, service: Service, platform: str = "memory") -> None:
+        self.service = service
+        self.platform = platform
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def event(self, text: str, channel: str = "c1", user: str = "u1", **fields: object) -> Event:
+        fields.setdefault("message_id", str(next(self._ids)))
+        return Event(platform=self.platform, channel=channel, user=user, text=text, **fields)  # type: ignore[arg-type]
+
+    def send(
+        self, text: str, channel: str = "c1", user: str = "u1", **fields: object
+    ) -> MemoryReply:
+        reply = MemoryReply()
+        event = self.event(text, channel, user, **fields)
+
+        async def deliver() -> None:
+            reply.outcome = await self.service.handle(event, reply)
+            if not reply.finished.is_set():
+                reply.finished.set()
+
+        task = asyncio.create_task(deliver())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return reply
+
+    async def drain(self, seconds: float = 120.0) -> None:
+        """Wait for every sent event to be handled; fail if one raised."""
+        if self._tasks:
+            for task in await asyncio.wait_for(
+                asyncio.gather(*self._tasks, return_exceptions=True), seconds
+            ):
+                if isinstance(task, BaseException):
+                    raise task

@@ -1,0 +1,3 @@
+"""Benchmarks print tables comparing Parley with plain baselines; see bench/README."""
+
+print("no benchmarks yet")

@@ -1,0 +1,123 @@
+"""The ``parley`` command (also ``python -m bot``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from bot.config import Config, load_config
+from bot.errors import ConfigError, ParleyError, PlatformError
+from bot.logs import setup_logging
+from bot.service import build_service
+
+log = logging.getLogger("parley")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="parley",
+        description="Parley: a customer-support chatbot for Discord, Slack and the web.",
+    )
+    parser.add_argument(
+        "--config", help="TOML file overriding config/default.toml (or $PARLEY_CONFIG)"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("run", help="start every enabled adapter and serve until Ctrl-C")
+    chat = commands.add_parser(
+        "chat", help="chat in the terminal (answers each line of piped input)"
+    )
+    chat.add_argument(
+        "--conversation", default="terminal", help="name of the conversation to continue"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"parley: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log, quiet=args.command == "chat")
+    try:
+        if args.command == "chat":
+            return asyncio.run(_chat(config, args.conversation))
+        if args.command == "run":
+            return asyncio.run(_run(config))
+    except ConfigError as exc:
+        print(f"parley: {exc}", file=sys.stderr)
+        return 2
+    except ParleyError as exc:
+        print(f"parley: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+async def _chat(config: Config, conversation: str) -> int:
+    from adapters.console import chat
+
+    async with build_service(config) as service:
+        await chat(service, conversation)
+    return 0
+
+
+def _enabled(config: Config) -> list[Any]:
+    """The adapter modules that will start; raises ConfigError before anything loads."""
+    import adapters
+
+    modules = [importlib.import_module(f"adapters.{name}") for name in adapters.RUNNABLE]
+    return [module for module in modules if module.enabled(config)]
+
+
+async def _run(config: Config) -> int:
+    modules = _enabled(config)
+    if not modules:
+        print(
+            "parley: nothing to run: set DISCORD_TOKEN for Discord, or SLACK_BOT_TOKEN with"
+            " SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP) for Slack;"
+            " or try 'parley chat' in this terminal",
+            file=sys.stderr,
+        )
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    service = build_service(config)
+    await service.start()
+    try:
+        running = [
+            asyncio.create_task(a.run(), name=a.name)
+            for a in (m.create(config, service) for m in modules)
+        ]
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([*running, waiter], return_when=asyncio.FIRST_COMPLETED)
+        failure = next((t.exception() for t in done if t is not waiter and t.exception()), None)
+        log.info("shutting down")
+        for task in [*running, waiter]:
+            task.cancel()
+        await asyncio.gather(*running, waiter, return_exceptions=True)
+        if isinstance(failure, PlatformError):
+            print(f"parley: {failure}", file=sys.stderr)
+            return 2
+        if failure is not None:
+            raise failure
+        return 0
+    finally:
+        await service.close()

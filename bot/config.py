@@ -1,0 +1,200 @@
+"""Configuration: frozen dataclasses loaded from TOML and validated once at start-up.
+
+The defaults written here are the single source of truth; ``config/default.toml`` documents
+every key with the same default (a test keeps the two in step). A user file overrides them.
+Secrets never live in files: a section names the environment variable that holds each one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from bot.errors import ConfigError
+
+__all__ = [
+    "BotConfig",
+    "Config",
+    "DiscordConfig",
+    "LogConfig",
+    "ModelConfig",
+    "SlackConfig",
+    "StoreConfig",
+    "load_config",
+]
+
+Switch = bool | Literal["auto"]
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    name: str = "Parley"
+    company: str = "Acme Cloud"
+    system_prompt: str = (
+        "You are {name}, the friendly customer-support assistant of {company}. "
+        "Answer the customer's question briefly and politely, in plain language. "
+        "If you are not sure of the answer, say so and offer to connect them with a human."
+    )
+    max_message_chars: int = 4000
+    idle_expiry_minutes: int = 1440
+    max_pending: int = 256
+    history_turns: int = 40
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "bundled"
+    allow_download: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    cache_dir: str = ""
+    context_window: int = 2048
+    max_new_tokens: int = 256
+    temperature: float = 0.3
+    top_p: float = 0.9
+    queue_size: int = 64
+    max_batch_size: int = 32
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str = "data/parley.db"
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True)
+class DiscordConfig:
+    enabled: Switch = "auto"
+    token_env: str = "DISCORD_TOKEN"
+    api_base: str = "https://discord.com/api/v10"
+    gateway_url: str = ""
+    edit_interval: float = 1.0
+    shards: int = 0
+    command_guilds: list[str] = field(default_factory=list)
+    allow_guilds: list[str] = field(default_factory=list)
+    allow_channels: list[str] = field(default_factory=list)
+    allow_roles: list[str] = field(default_factory=list)
+    deny_users: list[str] = field(default_factory=list)
+    allow_bots: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SlackConfig:
+    enabled: Switch = "auto"
+    mode: Literal["socket", "http"] = "socket"
+    bot_token_env: str = "SLACK_BOT_TOKEN"
+    app_token_env: str = "SLACK_APP_TOKEN"
+    signing_secret_env: str = "SLACK_SIGNING_SECRET"
+    api_base: str = "https://slack.com/api/"
+    http_host: str = "127.0.0.1"
+    http_port: int = 3000
+    edit_interval: float = 1.0
+    continue_threads: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    bot: BotConfig = field(default_factory=BotConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    discord: DiscordConfig = field(default_factory=DiscordConfig)
+    slack: SlackConfig = field(default_factory=SlackConfig)
+    source: str = field(default="(defaults)", compare=False)
+
+    def secret(self, env_name: str) -> str | None:
+        """The value of a secret's environment variable, or None when unset or empty."""
+        return os.environ.get(env_name) or None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the defaults, overridden by ``path`` (or ``$PARLEY_CONFIG``), and validate them.
+
+    Raises ConfigError with one line naming the file and the key.
+    """
+    if path is None:
+        path = os.environ.get("PARLEY_CONFIG") or None
+    if path is None:
+        return Config()
+    source = str(path)
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read: {exc}") from None
+    config = _build(Config, data, source, prefix="")
+    return dataclasses.replace(config, source=source)
+
+
+def _build(cls: type, data: Mapping[str, Any], source: str, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key '{dotted}'")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: '{dotted}' must be a table ([{dotted}])")
+            values[key] = _build(typing.cast(type, hint), value, source, f"{dotted}.")
+        else:
+            values[key] = _check(hint, value, source, dotted)
+    return cls(**values)
+
+
+def _check(hint: Any, value: Any, source: str, dotted: str) -> Any:
+    if _matches(hint, value):
+        # TOML integers are fine where a float is expected.
+        return float(value) if hint is float else value
+    raise ConfigError(
+        f"{source}: '{dotted}' must be {_describe(hint)}, not {type(value).__name__} {value!r}"
+    )
+
+
+def _matches(hint: Any, value: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(arm, value) for arm in typing.get_args(hint))
+    if origin is Literal:
+        return any(value == arg and type(value) is type(arg) for arg in typing.get_args(hint))
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_matches(item, v) for v in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arm) for arm in typing.get_args(hint))
+    if origin is Literal:
+        return " or ".join(repr(arg) for arg in typing.get_args(hint))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(hint)[0])}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        hint, getattr(hint, "__name__", str(hint))
+    )

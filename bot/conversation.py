@@ -1,0 +1,208 @@
+"""Per-conversation context, answered strictly in arrival order.
+
+Each conversation key has its own queue and, while it has work, its own worker task; different
+conversations proceed in parallel and never share a lock around generation. The total number of
+messages waiting is bounded: past it, the caller gets :class:`Busy` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from bot.config import BotConfig, ModelConfig
+from bot.errors import Busy
+from bot.events import ConversationKey, Event
+from bot.generation.base import Backend, ChatMessage, GenerationParams
+from bot.reply import Reply
+from bot.store import Store, Turn
+from bot.text import clean_output
+
+__all__ = ["ConversationManager", "Prompt"]
+
+log = logging.getLogger(__name__)
+
+APOLOGY = "Sorry, something went wrong while I was answering. Please try again in a moment."
+BUSY = "I'm answering a lot of questions right now. Please try again in a moment."
+EMPTY_ANSWER = "Sorry, I don't have an answer to that. Could you rephrase the question?"
+CUT_TO_WINDOW = "(Your message was too long for me to read whole; I answered its beginning.)"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    messages: list[ChatMessage]
+    cut: bool = False
+
+
+@dataclass(eq=False)
+class _Job:
+    event: Event
+    text: str
+    reply: Reply
+    notes: list[str]
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class ConversationManager:
+    def __init__(self, store: Store, backend: Backend, bot: BotConfig, model: ModelConfig) -> None:
+        self.store = store
+        self.backend = backend
+        self.bot = bot
+        self.params = GenerationParams(
+            max_new_tokens=model.max_new_tokens, temperature=model.temperature, top_p=model.top_p
+        )
+        self._queues: dict[ConversationKey, deque[_Job]] = {}
+        self._workers: dict[ConversationKey, asyncio.Task[None]] = {}
+        self._pending = 0
+        self._closed = False
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    @property
+    def system_prompt(self) -> str:
+        return self.bot.system_prompt.format(name=self.bot.name, company=self.bot.company)
+
+    def submit(
+        self, event: Event, text: str, reply: Reply, notes: Sequence[str] = ()
+    ) -> asyncio.Future[None]:
+        """Queue a message; the returned future completes once it is answered."""
+        if self._closed:
+            raise Busy("the service is shutting down")
+        if self._pending >= self.bot.max_pending:
+            raise Busy("too many messages are waiting")
+        job = _Job(event, text, reply, list(notes))
+        self._pending += 1
+        self._queues.setdefault(event.key, deque()).append(job)
+        if event.key not in self._workers:
+            self._workers[event.key] = asyncio.create_task(
+                self._work(event.key), name=f"conversation {event.key}"
+            )
+        return job.done
+
+    async def _work(self, key: ConversationKey) -> None:
+        queue = self._queues[key]
+        try:
+            while queue:
+                job = queue.popleft()
+                try:
+                    await self._answer(job)
+                except Exception:
+                    log.exception("answering in %s failed", key)
+                finally:
+                    self._pending -= 1
+                    if not job.done.done():
+                        job.done.set_result(None)
+        finally:
+            # Jobs left behind by a cancelled worker are released, not silently kept.
+            while queue:
+                job = queue.popleft()
+                self._pending -= 1
+                job.done.cancel()
+            del self._queues[key]
+            del self._workers[key]
+
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop taking messages, let the queued ones finish within ``grace`` seconds, then
+        cancel the rest."""
+        self._closed = True
+        workers = list(self._workers.values())
+        if not workers:
+            return
+        _, late = await asyncio.wait(workers, timeout=grace)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+
+    async def reset(self, key: ConversationKey) -> None:
+        await self.store.reset(key)
+
+    async def _history(self, key: ConversationKey) -> list[Turn]:
+        history = await self.store.history(key, limit=self.bot.history_turns)
+        expiry = self.bot.idle_expiry_minutes
+        if history and expiry > 0:
+            idle = datetime.now(UTC) - history[-1].created_at
+            if idle > timedelta(minutes=expiry):
+                await self.store.reset(key)
+                return []
+        return history
+
+    async def _answer(self, job: _Job) -> None:
+        event, reply = job.event, job.reply
+        history = await self._history(event.key)
+        await self.store.append(
+            event.key, "user", job.text, user=event.user, message_id=event.message_id
+        )
+        prompt = await asyncio.to_thread(self.build_prompt, history, job.text, event.context)
+        notes = [*job.notes, CUT_TO_WINDOW] if prompt.cut else job.notes
+        await reply.start()
+        parts: list[str] = []
+        try:
+            async with contextlib.aclosing(
+                self.backend.stream(prompt.messages, self.params)
+            ) as deltas:
+                async for delta in deltas:
+                    parts.append(delta)
+                    await reply.update(clean_output("".join(parts)))
+        except Busy:
+            await reply.fail(BUSY)
+            return
+        except asyncio.CancelledError:
+            await self._record_partial(event.key, parts, "partial")
+            raise
+        except Exception:
+            log.exception("generation failed in %s", event.key)
+            partial = await self._record_partial(event.key, parts, "failed")
+            await reply.fail(f"{partial}\n\n{APOLOGY}".strip())
+            return
+        answer = clean_output("".join(parts))
+        await self.store.append(event.key, "assistant", answer or "")
+        final = answer or EMPTY_ANSWER
+        await reply.finish("\n\n".join([final, *notes]))
+
+    async def _record_partial(self, key: ConversationKey, parts: list[str], status: str) -> str:
+        partial = clean_output("".join(parts))
+        with contextlib.suppress(Exception):
+            await self.store.append(key, "assistant", partial, status=status)  # type: ignore[arg-type]
+        return partial
+
+    def build_prompt(
+        self, history: Sequence[Turn], text: str, context: str | None = None
+    ) -> Prompt:
+        """System prompt + as many of the newest turns as fit + this message, so that prompt and
+        reply fit the model's window. Blocking (tokenizes): run it off the event loop."""
+        backend = self.backend
+        budget = backend.context_window - self.params.max_new_tokens
+        if context and not any(turn.content == context for turn in history):
+            text = f'(Replying to this earlier message: "{context}")\n\n{text}'
+        system = ChatMessage("system", self.system_prompt)
+        current = ChatMessage("user", text)
+        cut = False
+        if backend.count_tokens([system, current]) > budget:
+            overhead = backend.count_tokens([system, ChatMessage("user", "")])
+            current = ChatMessage("user", backend.truncate(text, max(budget - overhead, 0)))
+            cut = True
+        turns = [ChatMessage(t.role, t.content) for t in history if t.content]
+
+        def fits(kept: int) -> bool:
+            chosen = turns[len(turns) - kept :] if kept else []
+            return backend.count_tokens([system, *chosen, current]) <= budget
+
+        # Binary search for the most recent turns that fit: the count grows with each turn kept.
+        low, high = 0, len(turns)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if fits(middle):
+                low = middle
+            else:
+                high = middle - 1
+        kept = turns[len(turns) - low :] if low else []
+        return Prompt([system, *kept, current], cut)

@@ -1,0 +1,58 @@
+"""The common event format every adapter produces (see DESIGN.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+__all__ = ["ConversationKey", "Event"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationKey:
+    """Where a conversation lives: per channel, and per thread where the platform has threads."""
+
+    platform: str
+    workspace: str
+    channel: str
+    thread: str | None = None
+
+    def __str__(self) -> str:
+        return "/".join((self.platform, self.workspace, self.channel, self.thread or ""))
+
+    @classmethod
+    def parse(cls, text: str) -> ConversationKey:
+        platform, workspace, channel, thread = text.split("/", 3)
+        return cls(platform, workspace, channel, thread or None)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One incoming chat message, already converted from the platform's payload.
+
+    ``text`` is plain text: the bot's own mention removed, other mentions as readable @names.
+    ``context`` carries the text of a message this one replies to, when the platform has it.
+    Every id is a ``str``; ``received_at`` is timezone-aware UTC.
+    """
+
+    platform: str
+    channel: str
+    user: str
+    text: str
+    workspace: str = ""
+    thread: str | None = None
+    message_id: str = ""
+    user_name: str = ""
+    addressed: bool = True
+    is_dm: bool = False
+    from_bot: bool = False
+    received_at: datetime = field(default_factory=_now)
+    context: str | None = None
+
+    @property
+    def key(self) -> ConversationKey:
+        return ConversationKey(self.platform, self.workspace, self.channel, self.thread)

@@ -1,0 +1,55 @@
+"""The one small async interface every generation backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["Backend", "ChatMessage", "GenerationParams"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    stop: tuple[str, ...] = field(default_factory=tuple)
+    seed: int | None = None
+
+
+class Backend(ABC):
+    """Produces replies: ``start()``, then any number of concurrent ``stream()``, then ``close()``.
+
+    ``stream`` yields text deltas; closing or cancelling the iterator aborts the generation
+    and frees its place. When too much is queued it raises :class:`bot.errors.Busy` at once.
+    """
+
+    #: How many tokens prompt + reply may take together.
+    context_window: int = 2048
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    def stream(
+        self, messages: Sequence[ChatMessage], params: GenerationParams
+    ) -> AsyncGenerator[str, None]: ...
+
+    @abstractmethod
+    def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """Tokens the prompt for ``messages`` takes, generation prompt included."""
+
+    @abstractmethod
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """The longest prefix of ``text`` that fits in ``max_tokens`` tokens."""

@@ -1,0 +1,142 @@
+"""The core's front door: ``Service.handle(event, reply)`` decides whether and how to answer.
+
+Gatekeeping happens here, once for every platform: is the bot addressed, is this a duplicate
+delivery, is the text usable, is it a command (reset, help)? What passes goes to the
+conversation manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from enum import Enum
+
+from bot.config import Config
+from bot.conversation import BUSY, ConversationManager
+from bot.errors import Busy
+from bot.events import Event
+from bot.generation.base import Backend
+from bot.reply import Reply
+from bot.store import SQLiteStore, Store
+from bot.text import clean_input, cut
+
+__all__ = ["Outcome", "Service", "build_service"]
+
+log = logging.getLogger(__name__)
+
+EMPTY_HINT = "Please type your question and I'll do my best to help (say 'help' for more)."
+RESET_DONE = "Done: I've forgotten our conversation here. What can I help you with?"
+TOO_LONG = "(Your message was longer than {limit:,} characters, so I only read the beginning.)"
+COMMANDS = {
+    "reset": "reset",
+    "!reset": "reset",
+    "/reset": "reset",
+    "help": "help",
+    "!help": "help",
+    "/help": "help",
+}
+
+
+class Outcome(Enum):
+    """What ``handle`` did with an event (for adapters' logs, metrics and tests)."""
+
+    ANSWERED = "answered"
+    IGNORED = "ignored"
+    DUPLICATE = "duplicate"
+    HINTED = "hinted"
+    COMMAND = "command"
+    BUSY = "busy"
+
+
+class Service:
+    def __init__(self, config: Config, backend: Backend, store: Store) -> None:
+        self.config = config
+        self.backend = backend
+        self.store = store
+        self.conversations = ConversationManager(store, backend, config.bot, config.model)
+        self._seen: OrderedDict[tuple[str, str, str, str], None] = OrderedDict()
+        self._started = False
+
+    async def start(self) -> None:
+        if self._started:
+            raise RuntimeError("service already started")
+        self._started = True
+        await self.store.open()
+        try:
+            await self.backend.start()
+        except BaseException:
+            await self.store.close()
+            raise
+
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop taking messages, let replies in flight finish within ``grace`` seconds, close."""
+        await self.conversations.close(grace)
+        await self.backend.close()
+        await self.store.close()
+
+    async def __aenter__(self) -> Service:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def help_text(self) -> str:
+        bot = self.config.bot
+        return (
+            f"I'm {bot.name}, {bot.company}'s support assistant. Ask me a question in plain words "
+            "and I'll answer here. Say 'reset' to make me forget this conversation."
+        )
+
+    def _duplicate(self, event: Event) -> bool:
+        if not event.message_id:
+            return False
+        marker = (event.platform, event.workspace, event.channel, event.message_id)
+        if marker in self._seen:
+            return True
+        self._seen[marker] = None
+        if len(self._seen) > 10_000:
+            self._seen.popitem(last=False)
+        return False
+
+    async def handle(self, event: Event, reply: Reply) -> Outcome:
+        """Answer ``event`` through ``reply``; returns once the answer is finished."""
+        if event.from_bot or not event.addressed:
+            return Outcome.IGNORED
+        if self._duplicate(event):
+            log.info("ignoring a repeated delivery of %s", event.message_id)
+            return Outcome.DUPLICATE
+        text = clean_input(event.text)
+        if not text:
+            await reply.finish(EMPTY_HINT)
+            return Outcome.HINTED
+        command = COMMANDS.get(text.lower())
+        if command == "reset":
+            await self.conversations.reset(event.key)
+            await reply.finish(RESET_DONE)
+            return Outcome.COMMAND
+        if command == "help":
+            await reply.finish(self.help_text)
+            return Outcome.COMMAND
+        limit = self.config.bot.max_message_chars
+        text, was_cut = cut(text, limit)
+        notes = [TOO_LONG.format(limit=limit)] if was_cut else []
+        try:
+            done = self.conversations.submit(event, text, reply, notes)
+        except Busy:
+            await reply.fail(BUSY)
+            return Outcome.BUSY
+        await asyncio.shield(done)
+        return Outcome.ANSWERED
+
+
+def build_backend(config: Config) -> Backend:
+    from bot.generation.local import LocalBackend
+
+    return LocalBackend(config.model)
+
+
+def build_service(config: Config) -> Service:
+    return Service(config, build_backend(config), SQLiteStore(config.store.path))
