@@ -1,0 +1,106 @@
+"""Configuration: defaults documented, overrides validated, one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from bot.config import Config, load_config
+from bot.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TOML = ROOT / "config" / "default.toml"
+
+
+def _as_dict(obj: object) -> dict[str, object]:
+    data = dataclasses.asdict(obj)  # type: ignore[call-overload]
+    data.pop("source", None)
+    return data
+
+
+def test_default_toml_documents_every_key_with_its_default() -> None:
+    documented = tomllib.loads(DEFAULT_TOML.read_text())
+    assert documented == _as_dict(Config())
+
+
+def test_default_toml_loads_as_a_user_file() -> None:
+    config = load_config(DEFAULT_TOML)
+    assert _as_dict(config) == _as_dict(Config())
+    assert config.source == str(DEFAULT_TOML)
+
+
+def test_user_file_overrides_only_what_it_names(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text('[bot]\ncompany = "Globex"\n[model]\ntemperature = 0\n')
+    config = load_config(path)
+    assert config.bot.company == "Globex"
+    assert config.model.temperature == 0.0 and isinstance(config.model.temperature, float)
+    assert config.bot.name == Config().bot.name
+
+
+def test_parley_config_environment_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "env.toml"
+    path.write_text('[bot]\nname = "Ada"\n')
+    monkeypatch.setenv("PARLEY_CONFIG", str(path))
+    assert load_config().bot.name == "Ada"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[model]\nnmae = "x"\n', "unknown key 'model.nmae'"),
+        ("[modle]\n", "unknown key 'modle'"),
+        ('[model]\nmax_new_tokens = "many"\n', "'model.max_new_tokens' must be an integer"),
+        ("[model]\nmax_new_tokens = 1.5\n", "'model.max_new_tokens' must be an integer"),
+        ('[model]\ndevice = "gpu"\n', "'model.device' must be 'auto' or 'cpu' or 'cuda'"),
+        ("[bot]\nname = true\n", "'bot.name' must be a string"),
+        ("model = 3\n", "'model' must be a table"),
+        ("[model\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_the_key_and_the_file(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert expected in message
+    assert message.startswith(str(path))
+    assert "\n" not in message
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_cli_exits_2_with_one_line_on_a_config_typo(tmp_path: Path) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text("[bot]\nnmae = 'x'\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "--config", str(path), "chat"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"parley: {path}: unknown key 'bot.nmae'"]
+    assert result.stdout == ""
+
+
+def test_help_lists_the_commands() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    for command in ("run", "chat"):
+        assert command in result.stdout
