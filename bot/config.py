@@ -23,8 +23,10 @@ __all__ = [
     "BotConfig",
     "Config",
     "DiscordConfig",
+    "LimitsConfig",
     "LogConfig",
     "ModelConfig",
+    "OpsConfig",
     "SlackConfig",
     "StoreConfig",
     "load_config",
@@ -70,6 +72,25 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    user_per_minute: float = 6.0
+    user_burst: int = 5
+    channel_per_minute: float = 30.0
+    channel_burst: int = 20
+    bot_messages_per_channel_minute: int = 20
+    bot_turns_in_a_row: int = 3
+    allow_bots: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OpsConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9464
+    shutdown_grace: float = 10.0
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -111,6 +132,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    ops: OpsConfig = field(default_factory=OpsConfig)
     discord: DiscordConfig = field(default_factory=DiscordConfig)
     slack: SlackConfig = field(default_factory=SlackConfig)
     source: str = field(default="(defaults)", compare=False)

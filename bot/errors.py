@@ -5,7 +5,8 @@ ParleyError
  ├── Busy               the admission queue is full: answer "try again" at once
  ├── GenerationError    the model failed while answering
  │    └── ModelLoadError   the model could not be found or loaded
- └── PlatformError      a chat platform refused or failed a call
+ ├── PlatformError      a chat platform refused or failed a call
+ └── StoreError         the conversation store cannot read or write
 """
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "ModelLoadError",
     "ParleyError",
     "PlatformError",
+    "StoreError",
 ]
 
 
@@ -40,3 +42,7 @@ class ModelLoadError(GenerationError):
 
 class PlatformError(ParleyError):
     """A chat platform refused or failed a call."""
+
+
+class StoreError(ParleyError):
+    """The conversation store cannot read or write (disk full, read-only, locked)."""

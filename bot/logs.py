@@ -8,8 +8,20 @@ import sys
 from datetime import UTC, datetime
 
 from bot.config import LogConfig
+from bot.redact import redact
 
 __all__ = ["setup_logging"]
+
+
+class RedactingFormatter(logging.Formatter):
+    """Masks secrets and personal data in the whole formatted line, exceptions included."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,9 +40,10 @@ class JsonFormatter(logging.Formatter):
 def setup_logging(config: LogConfig, quiet: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if config.format == "json":
-        handler.setFormatter(JsonFormatter())
+        inner: logging.Formatter = JsonFormatter()
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        inner = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(RedactingFormatter(inner))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if quiet else config.level.upper())

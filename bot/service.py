@@ -15,8 +15,10 @@ from enum import Enum
 from bot.config import Config
 from bot.conversation import BUSY, ConversationManager
 from bot.errors import Busy
-from bot.events import Event
+from bot.events import ConversationKey, Event
 from bot.generation.base import Backend
+from bot.metrics import Metrics
+from bot.ratelimit import Limit, RateLimiter
 from bot.reply import Reply
 from bot.store import SQLiteStore, Store
 from bot.text import clean_input, cut
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 EMPTY_HINT = "Please type your question and I'll do my best to help (say 'help' for more)."
 RESET_DONE = "Done: I've forgotten our conversation here. What can I help you with?"
 TOO_LONG = "(Your message was longer than {limit:,} characters, so I only read the beginning.)"
+SLOW_DOWN = "You're sending messages faster than I can answer. Please wait about {seconds} s."
 COMMANDS = {
     "reset": "reset",
     "!reset": "reset",
@@ -47,6 +50,8 @@ class Outcome(Enum):
     HINTED = "hinted"
     COMMAND = "command"
     BUSY = "busy"
+    RATE_LIMITED = "rate_limited"
+    LOOP_STOPPED = "loop_stopped"
 
 
 class Service:
@@ -54,8 +59,24 @@ class Service:
         self.config = config
         self.backend = backend
         self.store = store
-        self.conversations = ConversationManager(store, backend, config.bot, config.model)
+        self.metrics = Metrics()
+        self.conversations = ConversationManager(
+            store, backend, config.bot, config.model, self.metrics
+        )
+        self.metrics.watch(
+            lambda: self.conversations.pending, lambda: getattr(backend, "in_flight", 0)
+        )
+        limits = config.limits
+        self.limiter = RateLimiter(
+            limits.user_per_minute,
+            limits.user_burst,
+            limits.channel_per_minute,
+            limits.channel_burst,
+            limits.bot_messages_per_channel_minute,
+        )
         self._seen: OrderedDict[tuple[str, str, str, str], None] = OrderedDict()
+        # Answers given in a row to other bots, per conversation: a loop breaker.
+        self._bot_turns: dict[ConversationKey, int] = {}
         self._started = False
 
     async def start(self) -> None:
@@ -103,11 +124,40 @@ class Service:
 
     async def handle(self, event: Event, reply: Reply) -> Outcome:
         """Answer ``event`` through ``reply``; returns once the answer is finished."""
-        if event.from_bot or not event.addressed:
+        outcome = await self._handle(event, reply)
+        self.metrics.events.labels(event.platform, outcome.value).inc()
+        return outcome
+
+    def _loop_guard(self, event: Event) -> bool:
+        """False when this is one bot answer too many in a row in this conversation."""
+        if not event.from_bot:
+            self._bot_turns.pop(event.key, None)
+            return True
+        turns = self._bot_turns.get(event.key, 0)
+        if turns >= self.config.limits.bot_turns_in_a_row:
+            return False
+        self._bot_turns[event.key] = turns + 1
+        return True
+
+    async def _handle(self, event: Event, reply: Reply) -> Outcome:
+        if not event.addressed:
+            return Outcome.IGNORED
+        if event.from_bot and event.user not in self.config.limits.allow_bots:
             return Outcome.IGNORED
         if self._duplicate(event):
             log.info("ignoring a repeated delivery of %s", event.message_id)
             return Outcome.DUPLICATE
+        if not self._loop_guard(event):
+            log.warning(
+                "not answering bot %s in %s: too many bot turns in a row", event.user, event.key
+            )
+            return Outcome.LOOP_STOPPED
+        scope = (event.platform, event.workspace)
+        verdict, wait = self.limiter.admit((*scope, event.user), (*scope, event.channel))
+        if verdict is not Limit.OK:
+            if verdict is Limit.NOTIFY:
+                await reply.finish(SLOW_DOWN.format(seconds=max(1, round(wait))))
+            return Outcome.RATE_LIMITED
         text = clean_input(event.text)
         if not text:
             await reply.finish(EMPTY_HINT)
@@ -120,6 +170,11 @@ class Service:
         if command == "help":
             await reply.finish(self.help_text)
             return Outcome.COMMAND
+        if not self.limiter.may_post((*scope, event.channel)):
+            log.warning(
+                "not answering in %s: the bot's per-minute message cap is reached", event.key
+            )
+            return Outcome.RATE_LIMITED
         limit = self.config.bot.max_message_chars
         text, was_cut = cut(text, limit)
         notes = [TOO_LONG.format(limit=limit)] if was_cut else []

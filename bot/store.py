@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from bot.errors import StoreError
 from bot.events import ConversationKey
 
 __all__ = ["SQLiteStore", "Store", "Turn"]
@@ -37,6 +38,7 @@ CREATE TABLE IF NOT EXISTS messages (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation, id);
+CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, checked_at REAL NOT NULL);
 """
 
 
@@ -77,6 +79,10 @@ class Store(ABC):
     async def reset(self, key: ConversationKey) -> None:
         """Start the conversation afresh; earlier turns stay stored but leave the context."""
 
+    @abstractmethod
+    async def check(self) -> None:
+        """Raise StoreError unless the store can be written right now."""
+
 
 class SQLiteStore(Store):
     def __init__(self, path: str | Path) -> None:
@@ -115,7 +121,18 @@ class SQLiteStore(Store):
     async def _run(self, fn: Callable[[], T]) -> T:
         if self._executor is None:
             raise RuntimeError("store is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+
+    async def check(self) -> None:
+        now = time.time()
+        await self._run(
+            lambda: self._conn().execute(
+                "INSERT OR REPLACE INTO health (id, checked_at) VALUES (1, ?)", (now,)
+            )
+        )
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:

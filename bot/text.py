@@ -16,6 +16,19 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u
 # The model's own chat markup (ChatML, Llama 3, Gemma) must never reach a user.
 _ROLE_MARKER = re.compile(r"<\|[a-z_]+\|>|<(?:start|end)_of_turn>|</?s>")
 _BLANK_RUN = re.compile(r"\n{3,}")
+# Platform mention syntax a model might write (it knows no real ids, so none is meant):
+# Discord users, roles, channels; Slack users, broadcasts and user groups.
+_PLATFORM_MENTIONS = (
+    (re.compile(r"<@!?\d+>"), "@user"),
+    (re.compile(r"<@&\d+>"), "@role"),
+    (re.compile(r"<#\d+>"), "#channel"),
+    (re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>"), "@user"),
+    (re.compile(r"<!subteam\^[A-Za-z0-9]+(?:\|[^>]*)?>"), "@group"),
+    (re.compile(r"<!(here|channel|everyone)(?:\|[^>]*)?>"), r"@\1"),
+)
+# A zero-width space after the @ keeps the word readable and pings no one anywhere.
+_MASS_MENTION = re.compile(r"@(everyone|here|channel)\b", re.IGNORECASE)
+ZWSP = "\u200b"
 MAX_REPEATED_LINES = 2
 MAX_LINE_CHARS = 1000
 
@@ -29,14 +42,18 @@ def clean_input(text: str) -> str:
     """What a user sent, safe to store and to put in a prompt."""
     text = _valid_unicode(text).replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL.sub("", text)
+    # Chat-template markers in user text would let it forge a system turn.
+    text = _ROLE_MARKER.sub("", text)
     return _BLANK_RUN.sub("\n\n", text).strip()
 
 
 def clean_output(text: str) -> str:
-    """What the model wrote, safe to show: no control characters or role markers, no runaway
-    repetition of a line, no endless line."""
+    """What the model wrote, safe to show: no control characters or role markers, no platform
+    mention syntax or mass mention, no runaway repetition of a line, no endless line."""
     text = _CONTROL.sub("", _valid_unicode(text).replace("\r", ""))
     text = _ROLE_MARKER.sub("", text)
+    for pattern, readable in _PLATFORM_MENTIONS:
+        text = pattern.sub(readable, text)
     kept: list[str] = []
     repeats = 0
     for line in text.split("\n"):
@@ -47,7 +64,8 @@ def clean_output(text: str) -> str:
         else:
             repeats = 0
         kept.append(line[:MAX_LINE_CHARS])
-    return _BLANK_RUN.sub("\n\n", "\n".join(kept)).strip()
+    text = _BLANK_RUN.sub("\n\n", "\n".join(kept)).strip()
+    return _MASS_MENTION.sub(lambda m: f"@{ZWSP}{m.group(1)}", text)
 
 
 def cut(text: str, limit: int) -> tuple[str, bool]:

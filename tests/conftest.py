@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import BotConfig, Config, ModelConfig, StoreConfig
+from bot.config import BotConfig, Config, LimitsConfig, ModelConfig, StoreConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_CACHE = ROOT / ".cache" / "models"
@@ -85,6 +85,10 @@ def make_config(model_dir: Path, tmp_path: Path, **model_overrides: object) -> C
         bot=BotConfig(name="Parley", company="Acme Cloud"),
         model=model,
         store=StoreConfig(path=str(tmp_path / "parley.db")),
+        # Rate limits have their own tests; elsewhere they would only get in the way.
+        limits=LimitsConfig(
+            user_per_minute=0, channel_per_minute=0, bot_messages_per_channel_minute=0
+        ),
     )
 
 

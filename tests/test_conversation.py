@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from adapters.memory import MemoryAdapter
-from bot.config import BotConfig, Config, StoreConfig
+from bot.config import BotConfig, Config, LimitsConfig, StoreConfig
 from bot.conversation import APOLOGY, BUSY
 from bot.events import ConversationKey
 from bot.generation.base import ChatMessage
@@ -16,11 +16,15 @@ from bot.service import EMPTY_HINT, RESET_DONE, Outcome, Service
 from bot.store import SQLiteStore
 from tests.scripted import ScriptedBackend
 
+# Rate limits have their own tests; here they would only get in the way.
+NO_LIMITS = LimitsConfig(user_per_minute=0, channel_per_minute=0, bot_messages_per_channel_minute=0)
+
 
 def _config(tmp_path: Path, **bot: object) -> Config:
     return Config(
         bot=dataclasses.replace(BotConfig(), **bot),  # type: ignore[arg-type]
         store=StoreConfig(path=str(tmp_path / "parley.db")),
+        limits=NO_LIMITS,
     )
 
 
