@@ -15,7 +15,8 @@ from typing import Any
 from bot.config import Config, load_config
 from bot.errors import ConfigError, ParleyError, PlatformError
 from bot.logs import setup_logging
-from bot.service import build_service
+from bot.ops import OpsServer
+from bot.service import Service, build_service
 
 log = logging.getLogger("parley")
 
@@ -101,16 +102,20 @@ async def _run(config: Config) -> int:
             loop.add_signal_handler(sig, stop.set)
     service = build_service(config)
     await service.start()
+    ops: OpsServer | None = None
     try:
-        running = [
-            asyncio.create_task(a.run(), name=a.name)
-            for a in (m.create(config, service) for m in modules)
-        ]
+        adapters = [module.create(config, service) for module in modules]
+        if config.ops.enabled:
+            ops = await _start_ops(config, service, adapters)
+        running = [asyncio.create_task(a.run(), name=a.name) for a in adapters]
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([*running, waiter], return_when=asyncio.FIRST_COMPLETED)
         failure = next((t.exception() for t in done if t is not waiter and t.exception()), None)
-        log.info("shutting down")
-        for task in [*running, waiter]:
+        log.info("shutting down: finishing the replies in flight")
+        waiter.cancel()
+        # Replies in flight finish (or end with a notice) while the adapters can still post.
+        await service.conversations.close(config.ops.shutdown_grace)
+        for task in running:
             task.cancel()
         await asyncio.gather(*running, waiter, return_exceptions=True)
         if isinstance(failure, PlatformError):
@@ -120,4 +125,22 @@ async def _run(config: Config) -> int:
             raise failure
         return 0
     finally:
+        if ops is not None:
+            await ops.close()
         await service.close()
+
+
+async def _start_ops(config: Config, service: Service, adapters: list[Any]) -> OpsServer | None:
+    ops = OpsServer(config.ops, service, adapters)
+    try:
+        await ops.start()
+    except OSError as exc:
+        # Health checks are worth having, not worth refusing to answer customers over.
+        log.error(
+            "no /healthz or /metrics: cannot listen on %s:%s (%s)",
+            config.ops.host,
+            config.ops.port,
+            exc,
+        )
+        return None
+    return ops

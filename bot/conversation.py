@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from bot.config import BotConfig, ModelConfig
-from bot.errors import Busy
+from bot.errors import Busy, StoreError
 from bot.events import ConversationKey, Event
 from bot.generation.base import Backend, ChatMessage, GenerationParams
+from bot.metrics import Metrics
 from bot.reply import Reply
-from bot.store import Store, Turn
+from bot.store import Status, Store, Turn
 from bot.text import clean_output
 
 __all__ = ["ConversationManager", "Prompt"]
@@ -31,6 +33,11 @@ APOLOGY = "Sorry, something went wrong while I was answering. Please try again i
 BUSY = "I'm answering a lot of questions right now. Please try again in a moment."
 EMPTY_ANSWER = "Sorry, I don't have an answer to that. Could you rephrase the question?"
 CUT_TO_WINDOW = "(Your message was too long for me to read whole; I answered its beginning.)"
+SHUTTING_DOWN = "(I have to stop here: the service is restarting. Please ask again in a minute.)"
+STORE_DOWN = (
+    "Sorry, I can't save our conversation right now, so I can't answer safely."
+    " Please try again in a few minutes."
+)
 
 
 @dataclass(frozen=True)
@@ -51,9 +58,17 @@ class _Job:
 
 
 class ConversationManager:
-    def __init__(self, store: Store, backend: Backend, bot: BotConfig, model: ModelConfig) -> None:
+    def __init__(
+        self,
+        store: Store,
+        backend: Backend,
+        bot: BotConfig,
+        model: ModelConfig,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.store = store
         self.backend = backend
+        self.metrics = metrics or Metrics()
         self.bot = bot
         self.params = GenerationParams(
             max_new_tokens=model.max_new_tokens, temperature=model.temperature, top_p=model.top_p
@@ -137,10 +152,17 @@ class ConversationManager:
 
     async def _answer(self, job: _Job) -> None:
         event, reply = job.event, job.reply
-        history = await self._history(event.key)
-        await self.store.append(
-            event.key, "user", job.text, user=event.user, message_id=event.message_id
-        )
+        taken = time.monotonic()
+        try:
+            history = await self._history(event.key)
+            await self.store.append(
+                event.key, "user", job.text, user=event.user, message_id=event.message_id
+            )
+        except StoreError:
+            log.exception("cannot record a message in %s", event.key)
+            self.metrics.errors.labels("store").inc()
+            await reply.fail(STORE_DOWN)
+            return
         prompt = await asyncio.to_thread(self.build_prompt, history, job.text, event.context)
         notes = [*job.notes, CUT_TO_WINDOW] if prompt.cut else job.notes
         await reply.start()
@@ -150,28 +172,43 @@ class ConversationManager:
                 self.backend.stream(prompt.messages, self.params)
             ) as deltas:
                 async for delta in deltas:
+                    if not parts:
+                        self.metrics.first_token.observe(time.monotonic() - taken)
                     parts.append(delta)
                     await reply.update(clean_output("".join(parts)))
         except Busy:
+            self.metrics.errors.labels("busy").inc()
             await reply.fail(BUSY)
             return
         except asyncio.CancelledError:
-            await self._record_partial(event.key, parts, "partial")
+            # Shutdown past its grace period: keep what was written, tell the user why it ends.
+            partial = await self._record_partial(event.key, parts, "partial")
+            with contextlib.suppress(Exception):
+                await asyncio.shield(reply.fail(f"{partial}\n\n{SHUTTING_DOWN}".strip()))
             raise
         except Exception:
             log.exception("generation failed in %s", event.key)
+            self.metrics.errors.labels("generation").inc()
             partial = await self._record_partial(event.key, parts, "failed")
             await reply.fail(f"{partial}\n\n{APOLOGY}".strip())
             return
         answer = clean_output("".join(parts))
-        await self.store.append(event.key, "assistant", answer or "")
-        final = answer or EMPTY_ANSWER
-        await reply.finish("\n\n".join([final, *notes]))
+        self.metrics.tokens.inc(await asyncio.to_thread(self.backend.count_text, answer))
+        try:
+            await self.store.append(event.key, "assistant", answer)
+        except StoreError:
+            log.exception("cannot record an answer in %s", event.key)
+            self.metrics.errors.labels("store").inc()
+            notes = [*notes, STORE_DOWN]
+        await reply.finish("\n\n".join([answer or EMPTY_ANSWER, *notes]))
+        self.metrics.reply_latency.observe(time.monotonic() - taken)
 
-    async def _record_partial(self, key: ConversationKey, parts: list[str], status: str) -> str:
+    async def _record_partial(self, key: ConversationKey, parts: list[str], status: Status) -> str:
         partial = clean_output("".join(parts))
-        with contextlib.suppress(Exception):
-            await self.store.append(key, "assistant", partial, status=status)  # type: ignore[arg-type]
+        try:
+            await self.store.append(key, "assistant", partial, status=status)
+        except StoreError:
+            log.exception("cannot record a partial answer in %s", key)
         return partial
 
     def build_prompt(

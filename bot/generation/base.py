@@ -50,6 +50,11 @@ class Backend(ABC):
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         """Tokens the prompt for ``messages`` takes, generation prompt included."""
 
+    def count_text(self, text: str) -> int:
+        """Tokens ``text`` takes on its own (for metrics)."""
+        empty = self.count_tokens([ChatMessage("assistant", "")])
+        return max(0, self.count_tokens([ChatMessage("assistant", text)]) - empty)
+
     @abstractmethod
     def truncate(self, text: str, max_tokens: int) -> str:
         """The longest prefix of ``text`` that fits in ``max_tokens`` tokens."""

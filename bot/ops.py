@@ -1,0 +1,72 @@
+"""The operations endpoint: ``/healthz`` and ``/metrics`` on a loopback port."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from bot.config import OpsConfig
+from bot.errors import StoreError
+from bot.service import Service
+
+__all__ = ["OpsServer"]
+
+log = logging.getLogger(__name__)
+
+
+class OpsServer:
+    """Serves health and metrics for ``service``; ``adapters`` report ``connected`` if they can."""
+
+    def __init__(self, config: OpsConfig, service: Service, adapters: Sequence[Any] = ()) -> None:
+        self.config = config
+        self.service = service
+        self.adapters = list(adapters)
+        self._runner: web.AppRunner | None = None
+        self.port = config.port
+
+    async def problems(self) -> list[str]:
+        found = []
+        if not getattr(self.service.backend, "ready", True):
+            found.append("backend: the model is not ready")
+        try:
+            await self.service.store.check()
+        except StoreError as exc:
+            found.append(f"store: not writable ({exc})")
+        for adapter in self.adapters:
+            if not getattr(adapter, "connected", True):
+                found.append(f"{adapter.name}: not connected")
+        return found
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        problems = await self.problems()
+        body = {"status": "unhealthy" if problems else "ok", "problems": problems}
+        return web.json_response(body, status=503 if problems else 200)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        response = web.Response(body=self.service.metrics.render())
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
+        log.info(
+            "health and metrics at http://%s:%s/healthz and /metrics", self.config.host, self.port
+        )
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
