@@ -20,6 +20,9 @@ class MemoryReply:
     failed: bool = False
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     outcome: Outcome | None = None
+    #: The "platform" id of this reply, which ratings refer to.
+    message_id: str = ""
+    handed_off: bool = False
 
     async def start(self) -> None:
         self.started = True
@@ -30,6 +33,10 @@ class MemoryReply:
     async def finish(self, text: str) -> None:
         self.text = text
         self.finished.set()
+
+    async def handoff(self, text: str) -> None:
+        self.handed_off = True
+        await self.finish(text)
 
     async def fail(self, message: str) -> None:
         self.text = message
@@ -60,8 +67,8 @@ class MemoryAdapter:
     def send(
         self, text: str, channel: str = "c1", user: str = "u1", **fields: object
     ) -> MemoryReply:
-        reply = MemoryReply()
         event = self.event(text, channel, user, **fields)
+        reply = MemoryReply(message_id=f"reply-{event.message_id}")
 
         async def deliver() -> None:
             reply.outcome = await self.service.handle(event, reply)

@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "--conversation", default="terminal", help="name of the conversation to continue"
     )
+    report = commands.add_parser("report", help="what the bot did lately, and what to improve")
+    report.add_argument("--days", type=float, default=7.0, help="the period to report on")
     return parser
 
 
@@ -52,6 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"parley: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log, quiet=args.command == "chat")
+    if args.command == "report":
+        from bot.report import build_report, format_report
+
+        print(format_report(build_report(config.store.path, args.days)))
+        return 0
     try:
         if args.command == "chat":
             return asyncio.run(_chat(config, args.conversation))

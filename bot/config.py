@@ -23,6 +23,7 @@ __all__ = [
     "BotConfig",
     "Config",
     "DiscordConfig",
+    "HandoffConfig",
     "LimitsConfig",
     "LogConfig",
     "ModelConfig",
@@ -83,6 +84,28 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class HandoffConfig:
+    phrases: list[str] = field(
+        default_factory=lambda: [
+            "talk to a human",
+            "talk to a person",
+            "talk to someone",
+            "speak to a human",
+            "speak to a person",
+            "speak to someone",
+            "real person",
+            "human agent",
+            "live agent",
+            "representative",
+        ]
+    )
+    staff_users: list[str] = field(default_factory=list)
+    staff_roles: list[str] = field(default_factory=list)
+    quiet_minutes: int = 120
+    dont_knows_in_a_row: int = 2
+
+
+@dataclass(frozen=True)
 class OpsConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -133,6 +156,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     log: LogConfig = field(default_factory=LogConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    handoff: HandoffConfig = field(default_factory=HandoffConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
     discord: DiscordConfig = field(default_factory=DiscordConfig)
     slack: SlackConfig = field(default_factory=SlackConfig)

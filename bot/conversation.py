@@ -194,14 +194,15 @@ class ConversationManager:
             return
         answer = clean_output("".join(parts))
         self.metrics.tokens.inc(await asyncio.to_thread(self.backend.count_text, answer))
+        await reply.finish("\n\n".join([answer or EMPTY_ANSWER, *notes]))
+        self.metrics.reply_latency.observe(time.monotonic() - taken)
+        # Recorded once posted, with the platform's id of the reply, which ratings refer to.
+        reply_id = str(getattr(reply, "message_id", "") or "")
         try:
-            await self.store.append(event.key, "assistant", answer)
+            await self.store.append(event.key, "assistant", answer, message_id=reply_id)
         except StoreError:
             log.exception("cannot record an answer in %s", event.key)
             self.metrics.errors.labels("store").inc()
-            notes = [*notes, STORE_DOWN]
-        await reply.finish("\n\n".join([answer or EMPTY_ANSWER, *notes]))
-        self.metrics.reply_latency.observe(time.monotonic() - taken)
 
     async def _record_partial(self, key: ConversationKey, parts: list[str], status: Status) -> str:
         partial = clean_output("".join(parts))

@@ -52,6 +52,8 @@ class Event:
     from_bot: bool = False
     received_at: datetime = field(default_factory=_now)
     context: str | None = None
+    #: The author's roles (Discord) or user groups (Slack), for staff and access rules.
+    roles: tuple[str, ...] = ()
 
     @property
     def key(self) -> ConversationKey:

@@ -10,17 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 
 from bot.config import Config
-from bot.conversation import BUSY, ConversationManager
-from bot.errors import Busy
+from bot.conversation import BUSY, STORE_DOWN, ConversationManager
+from bot.errors import Busy, StoreError
 from bot.events import ConversationKey, Event
 from bot.generation.base import Backend
 from bot.metrics import Metrics
 from bot.ratelimit import Limit, RateLimiter
 from bot.reply import Reply
-from bot.store import SQLiteStore, Store
+from bot.store import Rating, SQLiteStore, Store
 from bot.text import clean_input, cut
 
 __all__ = ["Outcome", "Service", "build_service"]
@@ -31,7 +32,19 @@ EMPTY_HINT = "Please type your question and I'll do my best to help (say 'help' 
 RESET_DONE = "Done: I've forgotten our conversation here. What can I help you with?"
 TOO_LONG = "(Your message was longer than {limit:,} characters, so I only read the beginning.)"
 SLOW_DOWN = "You're sending messages faster than I can answer. Please wait about {seconds} s."
+HANDOFF = (
+    "I've asked a member of our support team to take over; they'll answer you here."
+    " I'll stay quiet in this conversation until then."
+)
+RESUMED = "Thanks, I'm back. Ask me anything else you need."
 COMMANDS = {
+    "human": "human",
+    "!human": "human",
+    "/human": "human",
+    "agent": "human",
+    "resume": "resume",
+    "!resume": "resume",
+    "/resume": "resume",
     "reset": "reset",
     "!reset": "reset",
     "/reset": "reset",
@@ -51,6 +64,7 @@ class Outcome(Enum):
     COMMAND = "command"
     BUSY = "busy"
     RATE_LIMITED = "rate_limited"
+    HANDED_OFF = "handed_off"
     LOOP_STOPPED = "loop_stopped"
 
 
@@ -152,17 +166,23 @@ class Service:
                 "not answering bot %s in %s: too many bot turns in a row", event.user, event.key
             )
             return Outcome.LOOP_STOPPED
+        text = clean_input(event.text)
+        if await self._handed_off(event.key):
+            return await self._while_handed_off(event, text, reply)
         scope = (event.platform, event.workspace)
         verdict, wait = self.limiter.admit((*scope, event.user), (*scope, event.channel))
         if verdict is not Limit.OK:
             if verdict is Limit.NOTIFY:
                 await reply.finish(SLOW_DOWN.format(seconds=max(1, round(wait))))
             return Outcome.RATE_LIMITED
-        text = clean_input(event.text)
         if not text:
             await reply.finish(EMPTY_HINT)
             return Outcome.HINTED
         command = COMMANDS.get(text.lower())
+        if command == "human" or self._asks_for_human(text):
+            await self._record_quietly(event, text)
+            await self.hand_off(event.key, reply, "asked for a human")
+            return Outcome.HANDED_OFF
         if command == "reset":
             await self.conversations.reset(event.key)
             await reply.finish(RESET_DONE)
@@ -185,6 +205,78 @@ class Service:
             return Outcome.BUSY
         await asyncio.shield(done)
         return Outcome.ANSWERED
+
+    # -- handing a conversation to a human ------------------------------------------------------
+    def _asks_for_human(self, text: str) -> bool:
+        lowered = " ".join(text.lower().split())
+        return any(phrase.lower() in lowered for phrase in self.config.handoff.phrases)
+
+    def is_staff(self, event: Event) -> bool:
+        handoff = self.config.handoff
+        return event.user in handoff.staff_users or any(
+            r in handoff.staff_roles for r in event.roles
+        )
+
+    async def _handed_off(self, key: ConversationKey) -> bool:
+        try:
+            since = await self.store.handoff_since(key)
+            if since is None:
+                return False
+            quiet = timedelta(minutes=self.config.handoff.quiet_minutes)
+            if datetime.now(UTC) - since < quiet:
+                return True
+            await self.store.end_handoff(key)
+        except StoreError:
+            log.exception("cannot read the handoff state of %s", key)
+        return False
+
+    async def hand_off(self, key: ConversationKey, reply: Reply, reason: str) -> None:
+        """Ask the staff to take over here and keep the bot quiet until they hand it back.
+
+        An adapter whose reply has ``handoff(text)`` posts the text with the one mention the bot
+        may make, its support team's; any other reply shows the text alone."""
+        log.info("handing %s to a human: %s", key, reason)
+        try:
+            await self.store.start_handoff(key, reason)
+        except StoreError:
+            log.exception("cannot record the handoff of %s", key)
+            self.metrics.errors.labels("store").inc()
+            await reply.fail(STORE_DOWN)
+            return
+        announce = getattr(reply, "handoff", None)
+        await (announce(HANDOFF) if announce is not None else reply.finish(HANDOFF))
+
+    async def _while_handed_off(self, event: Event, text: str, reply: Reply) -> Outcome:
+        if self.is_staff(event) and COMMANDS.get(text.lower()) == "resume":
+            await self.store.end_handoff(event.key)
+            await reply.finish(RESUMED)
+            return Outcome.COMMAND
+        # Quiet, but the transcript stays whole for when the bot takes over again.
+        if text:
+            author = f"[staff {event.user_name or event.user}] " if self.is_staff(event) else ""
+            await self._record_quietly(event, author + text)
+        return Outcome.HANDED_OFF
+
+    async def _record_quietly(self, event: Event, text: str) -> None:
+        """Keep a message the bot does not answer in the transcript, if the store allows."""
+        try:
+            await self.store.append(
+                event.key, "user", text, user=event.user, message_id=event.message_id
+            )
+        except StoreError:
+            log.exception("cannot record a message in %s", event.key)
+
+    # -- feedback ----------------------------------------------------------------------------
+    async def feedback(
+        self, scope: ConversationKey, reply_id: str, user: str, rating: Rating
+    ) -> bool:
+        """Record a 👍/👎 on the bot's answer ``reply_id`` in ``scope``'s channel."""
+        try:
+            return await self.store.add_feedback(scope, reply_id, user, rating)
+        except StoreError:
+            log.exception("cannot record feedback in %s", scope)
+            self.metrics.errors.labels("store").inc()
+            return False
 
 
 def build_backend(config: Config) -> Backend:

@@ -20,10 +20,12 @@ from typing import Literal, TypeVar
 from bot.errors import StoreError
 from bot.events import ConversationKey
 
-__all__ = ["SQLiteStore", "Store", "Turn"]
+__all__ = ["Rating", "SQLiteStore", "Store", "Turn"]
 
 Role = Literal["user", "assistant"]
-Status = Literal["complete", "partial", "failed"]
+# "dont_know": the bot found nothing to answer from and said so.
+Status = Literal["complete", "partial", "failed", "dont_know"]
+Rating = Literal["up", "down"]
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -39,6 +41,28 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation, id);
 CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, checked_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS messages_by_reply ON messages (message_id) WHERE role = 'assistant';
+-- Conversations handed to a human; ended_at is NULL while the bot stays quiet there.
+CREATE TABLE IF NOT EXISTS handoffs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL
+);
+CREATE INDEX IF NOT EXISTS handoffs_open ON handoffs (conversation) WHERE ended_at IS NULL;
+-- A rating of one bot answer, with what was asked and answered at the time.
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation TEXT NOT NULL,
+    reply_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    rating TEXT NOT NULL,
+    question TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    UNIQUE (conversation, reply_id, user_id)
+);
 """
 
 
@@ -82,6 +106,24 @@ class Store(ABC):
     @abstractmethod
     async def check(self) -> None:
         """Raise StoreError unless the store can be written right now."""
+
+    @abstractmethod
+    async def start_handoff(self, key: ConversationKey, reason: str) -> None:
+        """Mark the conversation as handed to a human (the bot stays quiet there)."""
+
+    @abstractmethod
+    async def handoff_since(self, key: ConversationKey) -> datetime | None:
+        """When the open handoff in this conversation began; None when there is none."""
+
+    @abstractmethod
+    async def end_handoff(self, key: ConversationKey) -> None: ...
+
+    @abstractmethod
+    async def add_feedback(
+        self, scope: ConversationKey, reply_id: str, user: str, rating: Rating
+    ) -> bool:
+        """Rate the bot answer posted as ``reply_id`` somewhere in ``scope``'s channel (its
+        thread is ignored: reactions do not say it). False when no such answer is known."""
 
 
 class SQLiteStore(Store):
@@ -177,6 +219,77 @@ class SQLiteStore(Store):
             ]
 
         return await self._run(query)
+
+    async def start_handoff(self, key: ConversationKey, reason: str) -> None:
+        row = (str(key), reason, time.time())
+        await self._run(
+            lambda: self._conn().execute(
+                "INSERT INTO handoffs (conversation, reason, started_at) VALUES (?, ?, ?)", row
+            )
+        )
+
+    async def handoff_since(self, key: ConversationKey) -> datetime | None:
+        def query() -> datetime | None:
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT MAX(started_at) FROM handoffs"
+                    " WHERE conversation = ? AND ended_at IS NULL",
+                    (str(key),),
+                )
+                .fetchone()
+            )
+            return datetime.fromtimestamp(row[0], UTC) if row and row[0] is not None else None
+
+        return await self._run(query)
+
+    async def end_handoff(self, key: ConversationKey) -> None:
+        row = (time.time(), str(key))
+        await self._run(
+            lambda: self._conn().execute(
+                "UPDATE handoffs SET ended_at = ? WHERE conversation = ? AND ended_at IS NULL", row
+            )
+        )
+
+    async def add_feedback(
+        self, scope: ConversationKey, reply_id: str, user: str, rating: Rating
+    ) -> bool:
+        channel = "/".join((scope.platform, scope.workspace, scope.channel, ""))
+
+        def write() -> bool:
+            db = self._conn()
+            found = db.execute(
+                "SELECT id, conversation, content FROM messages WHERE role = 'assistant'"
+                " AND message_id = ? AND substr(conversation, 1, ?) = ? ORDER BY id DESC LIMIT 1",
+                (reply_id, len(channel), channel),
+            ).fetchone()
+            if found is None:
+                return False
+            answer_id, conversation, answer = found
+            question = db.execute(
+                "SELECT content FROM messages WHERE conversation = ? AND role = 'user' AND id < ?"
+                " ORDER BY id DESC LIMIT 1",
+                (conversation, answer_id),
+            ).fetchone()
+            # One rating per person and answer: changing one's mind replaces it.
+            db.execute(
+                "INSERT INTO feedback (conversation, reply_id, user_id, rating, question, answer,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (conversation, reply_id,"
+                " user_id) DO UPDATE SET rating = excluded.rating,"
+                " created_at = excluded.created_at",
+                (
+                    conversation,
+                    reply_id,
+                    user,
+                    rating,
+                    question[0] if question else "",
+                    answer,
+                    time.time(),
+                ),
+            )
+            return True
+
+        return await self._run(write)
 
     async def reset(self, key: ConversationKey) -> None:
         row = (str(key), time.time())

@@ -1,0 +1,110 @@
+"""Handing conversations to a human, ratings of answers, and the report built from them."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+from adapters.memory import MemoryAdapter
+from bot.config import Config, HandoffConfig, LimitsConfig, StoreConfig
+from bot.events import ConversationKey
+from bot.report import build_report, format_report
+from bot.service import HANDOFF, RESUMED, Outcome, Service
+from bot.store import SQLiteStore
+from tests.scripted import ScriptedBackend
+
+KEY = ConversationKey("memory", "", "c1")
+
+
+async def _service(tmp_path: Path, **handoff: object) -> tuple[Service, ScriptedBackend]:
+    config = Config(
+        store=StoreConfig(path=str(tmp_path / "parley.db")),
+        limits=LimitsConfig(
+            user_per_minute=0, channel_per_minute=0, bot_messages_per_channel_minute=0
+        ),
+        handoff=dataclasses.replace(HandoffConfig(staff_roles=["support"]), **handoff),  # type: ignore[arg-type]
+    )
+    backend = ScriptedBackend("Here is how.")
+    service = Service(config, backend, SQLiteStore(config.store.path))
+    await service.start()
+    return service, backend
+
+
+async def test_asking_for_a_person_hands_off_and_the_bot_stays_quiet(tmp_path: Path) -> None:
+    service, backend = await _service(tmp_path)
+    chat = MemoryAdapter(service)
+    ask = chat.send("This is useless, I want to talk to a   Human please")
+    assert await ask.wait() == HANDOFF and ask.handed_off
+    quiet = chat.send("hello? anyone?")
+    staff = chat.send("Hi, I'm Sam from support.", user="sam", roles=("support",))
+    await chat.drain()
+    assert quiet.outcome is Outcome.HANDED_OFF and quiet.text is None
+    assert staff.outcome is Outcome.HANDED_OFF and staff.text is None
+    assert backend.prompts == []
+    # A customer cannot hand the conversation back; staff can.
+    assert chat.send("resume", user="u1") and (await chat.drain()) is None
+    assert await chat.send("resume", user="sam", roles=("support",)).wait() == RESUMED
+    assert await chat.send("thanks, one more question").wait() == "Here is how."
+    # The bot now knows what was said while it was quiet.
+    said = [m.content for m in backend.prompts[0] if m.role == "user"]
+    assert "hello? anyone?" in said and "[staff sam] Hi, I'm Sam from support." in said
+    await service.close()
+
+
+async def test_the_human_command_and_the_quiet_period(tmp_path: Path) -> None:
+    service, _ = await _service(tmp_path, quiet_minutes=0)
+    chat = MemoryAdapter(service)
+    assert await chat.send("/human").wait() == HANDOFF
+    # With no quiet period left, the bot answers again by itself.
+    assert await chat.send("still there?").wait() == "Here is how."
+    await service.close()
+
+
+async def test_ordinary_words_do_not_hand_off(tmp_path: Path) -> None:
+    service, _ = await _service(tmp_path)
+    chat = MemoryAdapter(service)
+    assert await chat.send("Is the user agent string logged?").wait() == "Here is how."
+    assert await chat.send("How do humans reset passwords?").wait() == "Here is how."
+    await service.close()
+
+
+async def test_ratings_are_stored_with_question_and_answer_and_reported(tmp_path: Path) -> None:
+    service, _ = await _service(tmp_path)
+    chat = MemoryAdapter(service)
+    first = chat.send("How do I get a refund?")
+    await first.wait()
+    second = chat.send("Where is my parcel?")
+    await second.wait()
+    assert await service.feedback(KEY, first.message_id, "u1", "up")
+    assert await service.feedback(KEY, second.message_id, "u1", "up")
+    # Changing one's mind replaces the rating; unknown replies are refused.
+    assert await service.feedback(KEY, second.message_id, "u1", "down")
+    assert await service.feedback(KEY, second.message_id, "u2", "down")
+    assert not await service.feedback(KEY, "no-such-reply", "u1", "up")
+    other_channel = ConversationKey("memory", "", "c2")
+    assert not await service.feedback(other_channel, first.message_id, "u1", "up")
+    await chat.send("talk to a person").wait()
+    await service.close()
+
+    report = build_report(tmp_path / "parley.db", days=1)
+    assert (report.conversations, report.questions, report.answers) == (1, 3, 2)
+    assert (report.thumbs_up, report.thumbs_down, report.handoffs) == (1, 2, 1)
+    assert report.to_improve == [("where is my parcel?", 2)]
+    text = format_report(report)
+    assert "👍 / 👎              1 / 2  (33% positive)" in text
+    assert "where is my parcel?" in text
+
+
+def test_report_command_on_an_empty_database(tmp_path: Path) -> None:
+    config = tmp_path / "parley.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "none.db"}"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "--config", str(config), "report", "--days", "30"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "last 30 days" in result.stdout and "conversations        0" in result.stdout
