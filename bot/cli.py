@@ -37,6 +37,25 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "--conversation", default="terminal", help="name of the conversation to continue"
     )
+    policy = commands.add_parser("policy", help="explain or reload the per-channel settings")
+    policy_commands = policy.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
+    explain = policy_commands.add_parser(
+        "explain", help="which rule applies to a message, and what the bot would do"
+    )
+    explain.add_argument("--platform", required=True)
+    explain.add_argument("--channel", required=True)
+    explain.add_argument("--user", required=True)
+    explain.add_argument("--workspace", default="", help="guild or team id")
+    explain.add_argument("--roles", nargs="*", default=[], help="role or user-group ids")
+    explain.add_argument("--parent", nargs="*", default=[], help="category or parent channel ids")
+    explain.add_argument("--thread", default=None)
+    explain.add_argument("--dm", action="store_true", help="a direct message")
+    explain.add_argument("--mention", action="store_true", help="the message mentions the bot")
+    explain.add_argument("--text", default="hello", help="the message text")
+    reload = policy_commands.add_parser(
+        "reload", help="ask the running service to re-read its config (via the ops port)"
+    )
+    reload.add_argument("--url", default=None, help="ops base URL (default from [ops])")
     report = commands.add_parser("report", help="what the bot did lately, and what to improve")
     report.add_argument("--days", type=float, default=7.0, help="the period to report on")
     return parser
@@ -54,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"parley: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log, quiet=args.command == "chat")
+    if args.command == "policy":
+        from bot.policy_cli import explain, reload
+
+        return explain(config, args) if args.policy_command == "explain" else reload(config, args)
     if args.command == "report":
         from bot.report import build_report, format_report
 
@@ -108,6 +131,8 @@ async def _run(config: Config) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     service = build_service(config)
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, service.reload_policy)
     await service.start()
     ops: OpsServer | None = None
     try:

@@ -28,6 +28,9 @@ __all__ = [
     "LogConfig",
     "ModelConfig",
     "OpsConfig",
+    "PolicyConfig",
+    "PolicyOverride",
+    "PolicySettings",
     "SlackConfig",
     "StoreConfig",
     "load_config",
@@ -105,6 +108,61 @@ class HandoffConfig:
     dont_knows_in_a_row: int = 2
 
 
+Trigger = Literal["mention", "all", "question"]
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """What an override may set; None (a key left out) takes the default's value."""
+
+    trigger: Trigger | None = None
+    continue_threads: bool | None = None
+    allow_users: list[str] | None = None
+    deny_users: list[str] | None = None
+    allow_roles: list[str] | None = None
+    allow_channels: list[str] | None = None
+    deny_channels: list[str] | None = None
+    dms: bool | None = None
+    admins: list[str] | None = None
+    persona: str | None = None
+    system_prompt: str | None = None
+    knowledge: list[str] | None = None
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    quota: int | None = None
+
+
+@dataclass(frozen=True)
+class PolicyOverride(PolicySettings):
+    """Where an override applies ("" or "any": everywhere) and what it sets."""
+
+    name: str = ""
+    platform: str = ""
+    workspace: str = ""
+    channel: str = ""
+    dm: bool | Literal["any"] = "any"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    trigger: Trigger = "mention"
+    continue_threads: bool = True
+    allow_users: list[str] = field(default_factory=list)
+    deny_users: list[str] = field(default_factory=list)
+    allow_roles: list[str] = field(default_factory=list)
+    allow_channels: list[str] = field(default_factory=list)
+    deny_channels: list[str] = field(default_factory=list)
+    dms: bool = True
+    admins: list[str] = field(default_factory=list)
+    persona: str = ""
+    system_prompt: str = ""
+    knowledge: list[str] = field(default_factory=list)
+    max_new_tokens: int = 0
+    temperature: float = -1.0
+    quota: int = 0
+    overrides: list[PolicyOverride] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class OpsConfig:
     enabled: bool = True
@@ -157,10 +215,16 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     handoff: HandoffConfig = field(default_factory=HandoffConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
     discord: DiscordConfig = field(default_factory=DiscordConfig)
     slack: SlackConfig = field(default_factory=SlackConfig)
     source: str = field(default="(defaults)", compare=False)
+
+    @property
+    def source_path(self) -> str | None:
+        """The user file this came from; None for the built-in defaults."""
+        return None if self.source == "(defaults)" else self.source
 
     def secret(self, env_name: str) -> str | None:
         """The value of a secret's environment variable, or None when unset or empty."""
@@ -186,6 +250,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: cannot read: {exc}") from None
     config = _build(Config, data, source, prefix="")
+    from bot.policy import validate_policy  # policy rules need the config types first
+
+    validate_policy(config.policy, source)
     return dataclasses.replace(config, source=source)
 
 
@@ -198,10 +265,18 @@ def _build(cls: type, data: Mapping[str, Any], source: str, prefix: str) -> Any:
         if key not in names:
             raise ConfigError(f"{source}: unknown key '{dotted}'")
         hint = hints[key]
+        item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
         if dataclasses.is_dataclass(hint):
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: '{dotted}' must be a table ([{dotted}])")
             values[key] = _build(typing.cast(type, hint), value, source, f"{dotted}.")
+        elif item is not None and dataclasses.is_dataclass(item):
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise ConfigError(f"{source}: '{dotted}' must be a list of tables ([[{dotted}]])")
+            values[key] = [
+                _build(typing.cast(type, item), entry, source, f"{dotted}[{index}].")
+                for index, entry in enumerate(value)
+            ]
         else:
             values[key] = _check(hint, value, source, dotted)
     return cls(**values)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from bot.config import BotConfig, ModelConfig
+from bot.config import BotConfig, ModelConfig, PolicyConfig
 from bot.errors import Busy, StoreError
 from bot.events import ConversationKey, Event
 from bot.generation.base import Backend, ChatMessage, GenerationParams
@@ -52,6 +53,7 @@ class _Job:
     text: str
     reply: Reply
     notes: list[str]
+    settings: PolicyConfig | None
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -84,17 +86,38 @@ class ConversationManager:
 
     @property
     def system_prompt(self) -> str:
-        return self.bot.system_prompt.format(name=self.bot.name, company=self.bot.company)
+        return self.system_prompt_for(None)
+
+    def system_prompt_for(self, settings: PolicyConfig | None) -> str:
+        """The persona's system prompt, as the channel's policy sets it or by default."""
+        template = (settings and settings.system_prompt) or self.bot.system_prompt
+        name = (settings and settings.persona) or self.bot.name
+        return template.format(name=name, company=self.bot.company)
+
+    def params_for(self, settings: PolicyConfig | None) -> GenerationParams:
+        if settings is None:
+            return self.params
+        changes: dict[str, float | int] = {}
+        if settings.max_new_tokens > 0:
+            changes["max_new_tokens"] = settings.max_new_tokens
+        if settings.temperature >= 0:
+            changes["temperature"] = settings.temperature
+        return dataclasses.replace(self.params, **changes)  # type: ignore[arg-type]
 
     def submit(
-        self, event: Event, text: str, reply: Reply, notes: Sequence[str] = ()
+        self,
+        event: Event,
+        text: str,
+        reply: Reply,
+        notes: Sequence[str] = (),
+        settings: PolicyConfig | None = None,
     ) -> asyncio.Future[None]:
         """Queue a message; the returned future completes once it is answered."""
         if self._closed:
             raise Busy("the service is shutting down")
         if self._pending >= self.bot.max_pending:
             raise Busy("too many messages are waiting")
-        job = _Job(event, text, reply, list(notes))
+        job = _Job(event, text, reply, list(notes), settings)
         self._pending += 1
         self._queues.setdefault(event.key, deque()).append(job)
         if event.key not in self._workers:
@@ -163,13 +186,16 @@ class ConversationManager:
             self.metrics.errors.labels("store").inc()
             await reply.fail(STORE_DOWN)
             return
-        prompt = await asyncio.to_thread(self.build_prompt, history, job.text, event.context)
+        system = self.system_prompt_for(job.settings)
+        prompt = await asyncio.to_thread(
+            self.build_prompt, history, job.text, event.context, system
+        )
         notes = [*job.notes, CUT_TO_WINDOW] if prompt.cut else job.notes
         await reply.start()
         parts: list[str] = []
         try:
             async with contextlib.aclosing(
-                self.backend.stream(prompt.messages, self.params)
+                self.backend.stream(prompt.messages, self.params_for(job.settings))
             ) as deltas:
                 async for delta in deltas:
                     if not parts:
@@ -213,7 +239,11 @@ class ConversationManager:
         return partial
 
     def build_prompt(
-        self, history: Sequence[Turn], text: str, context: str | None = None
+        self,
+        history: Sequence[Turn],
+        text: str,
+        context: str | None = None,
+        system_prompt: str | None = None,
     ) -> Prompt:
         """System prompt + as many of the newest turns as fit + this message, so that prompt and
         reply fit the model's window. Blocking (tokenizes): run it off the event loop."""
@@ -221,7 +251,7 @@ class ConversationManager:
         budget = backend.context_window - self.params.max_new_tokens
         if context and not any(turn.content == context for turn in history):
             text = f'(Replying to this earlier message: "{context}")\n\n{text}'
-        system = ChatMessage("system", self.system_prompt)
+        system = ChatMessage("system", system_prompt or self.system_prompt)
         current = ChatMessage("user", text)
         cut = False
         if backend.count_tokens([system, current]) > budget:

@@ -54,6 +54,10 @@ class Event:
     context: str | None = None
     #: The author's roles (Discord) or user groups (Slack), for staff and access rules.
     roles: tuple[str, ...] = ()
+    #: Channels enclosing this one: a Discord category, a thread's parent channel.
+    parents: tuple[str, ...] = ()
+    #: The message is addressed to someone else (it opens with another user's mention).
+    mentions_others: bool = False
 
     @property
     def key(self) -> ConversationKey:

@@ -22,6 +22,9 @@ class Metrics:
             registry=r,
         )
         self.errors = Counter("parley_errors", "Errors, by kind", ["kind"], registry=r)
+        self.denied = Counter(
+            "parley_denied", "Events the policy refused, by reason", ["reason"], registry=r
+        )
         self.tokens = Counter("parley_tokens_generated", "Tokens the model generated", registry=r)
         self.first_token = Histogram(
             "parley_time_to_first_token_seconds",

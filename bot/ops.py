@@ -51,10 +51,17 @@ class OpsServer:
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 
+    async def _reload_policy(self, request: web.Request) -> web.Response:
+        error = self.service.reload_policy()
+        if error is not None:
+            return web.json_response({"reloaded": False, "error": error}, status=400)
+        return web.json_response({"reloaded": True})
+
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_post("/policy/reload", self._reload_policy)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)

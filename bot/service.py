@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from enum import Enum
 
-from bot.config import Config
+from bot.config import Config, PolicyConfig, load_config
 from bot.conversation import BUSY, STORE_DOWN, ConversationManager
-from bot.errors import Busy, StoreError
+from bot.errors import Busy, ConfigError, StoreError
 from bot.events import ConversationKey, Event
 from bot.generation.base import Backend
 from bot.metrics import Metrics
+from bot.policy import Decision, Policy, Verdict
 from bot.ratelimit import Limit, RateLimiter
 from bot.reply import Reply
 from bot.store import Rating, SQLiteStore, Store
@@ -37,6 +39,10 @@ HANDOFF = (
     " I'll stay quiet in this conversation until then."
 )
 RESUMED = "Thanks, I'm back. Ask me anything else you need."
+QUOTA = (
+    "You've reached today's limit of {quota} questions. It resets at midnight UTC;"
+    " for anything urgent, say 'human' to reach our support team."
+)
 COMMANDS = {
     "human": "human",
     "!human": "human",
@@ -65,6 +71,8 @@ class Outcome(Enum):
     BUSY = "busy"
     RATE_LIMITED = "rate_limited"
     HANDED_OFF = "handed_off"
+    DENIED = "denied"
+    QUOTA = "quota"
     LOOP_STOPPED = "loop_stopped"
 
 
@@ -91,6 +99,10 @@ class Service:
         self._seen: OrderedDict[tuple[str, str, str, str], None] = OrderedDict()
         # Answers given in a row to other bots, per conversation: a loop breaker.
         self._bot_turns: dict[ConversationKey, int] = {}
+        self.policy = Policy(config.policy)
+        #: The time quotas are counted by (replaceable in tests).
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self._quota_told: set[tuple[str, str, str, date]] = set()
         self._started = False
 
     async def start(self) -> None:
@@ -153,11 +165,58 @@ class Service:
         self._bot_turns[event.key] = turns + 1
         return True
 
+    async def _decide(self, event: Event) -> Decision:
+        in_thread = False
+        if not event.addressed and event.thread is not None:
+            try:
+                turns = await self.store.history(event.key, limit=self.config.bot.history_turns)
+                in_thread = any(turn.role == "assistant" for turn in turns)
+            except StoreError:
+                log.exception("cannot read %s", event.key)
+        return self.policy.decide(event, bot_in_thread=in_thread)
+
+    def reload_policy(self, path: str | None = None) -> str | None:
+        """Re-read the policy from the config file; on an error keep the old one and say why."""
+        try:
+            config = load_config(path if path is not None else self.config.source_path)
+        except ConfigError as exc:
+            log.error("policy not reloaded, the old one stays: %s", exc)
+            return str(exc)
+        self.policy = Policy(config.policy)
+        log.info("policy reloaded from %s", config.source)
+        return None
+
+    async def _over_quota(self, event: Event, settings: PolicyConfig, reply: Reply) -> bool:
+        if settings.quota <= 0:
+            return False
+        today = self.clock().replace(hour=0, minute=0, second=0, microsecond=0)
+        try:
+            asked = await self.store.count_questions(
+                event.platform, event.workspace, event.user, today
+            )
+        except StoreError:
+            return False  # the store's own failure is reported when the message is recorded
+        if asked < settings.quota:
+            return False
+        marker = (event.platform, event.workspace, event.user, today.date())
+        if marker not in self._quota_told:
+            # Yesterday's notices are spent: keep the set from growing day after day.
+            self._quota_told = {m for m in self._quota_told if m[3] == today.date()}
+            self._quota_told.add(marker)
+            await reply.finish(QUOTA.format(quota=settings.quota))
+        return True
+
     async def _handle(self, event: Event, reply: Reply) -> Outcome:
-        if not event.addressed:
-            return Outcome.IGNORED
         if event.from_bot and event.user not in self.config.limits.allow_bots:
             return Outcome.IGNORED
+        decision = await self._decide(event)
+        if not decision.answer:
+            if decision.verdict is Verdict.NOT_TRIGGERED:
+                return Outcome.IGNORED
+            # Silence: an error message would only invite retries.
+            log.info("not answering %s in %s: %s", event.user, event.key, decision.reason)
+            self.metrics.denied.labels(decision.verdict.value).inc()
+            return Outcome.DENIED
         if self._duplicate(event):
             log.info("ignoring a repeated delivery of %s", event.message_id)
             return Outcome.DUPLICATE
@@ -190,6 +249,8 @@ class Service:
         if command == "help":
             await reply.finish(self.help_text)
             return Outcome.COMMAND
+        if not decision.admin and await self._over_quota(event, decision.settings, reply):
+            return Outcome.QUOTA
         if not self.limiter.may_post((*scope, event.channel)):
             log.warning(
                 "not answering in %s: the bot's per-minute message cap is reached", event.key
@@ -199,7 +260,7 @@ class Service:
         text, was_cut = cut(text, limit)
         notes = [TOO_LONG.format(limit=limit)] if was_cut else []
         try:
-            done = self.conversations.submit(event, text, reply, notes)
+            done = self.conversations.submit(event, text, reply, notes, decision.settings)
         except Busy:
             await reply.fail(BUSY)
             return Outcome.BUSY

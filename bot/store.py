@@ -108,6 +108,12 @@ class Store(ABC):
         """Raise StoreError unless the store can be written right now."""
 
     @abstractmethod
+    async def count_questions(
+        self, platform: str, workspace: str, user: str, since: datetime
+    ) -> int:
+        """Messages from ``user`` on that platform and workspace taken up since ``since``."""
+
+    @abstractmethod
     async def start_handoff(self, key: ConversationKey, reason: str) -> None:
         """Mark the conversation as handed to a human (the bot stays quiet there)."""
 
@@ -217,6 +223,22 @@ class SQLiteStore(Store):
                 Turn(role, content, datetime.fromtimestamp(ts, UTC), status)
                 for role, content, status, ts in reversed(rows)
             ]
+
+        return await self._run(query)
+
+    async def count_questions(
+        self, platform: str, workspace: str, user: str, since: datetime
+    ) -> int:
+        prefix = f"{platform}/{workspace}/"
+        row = (user, since.timestamp(), len(prefix), prefix)
+
+        def query() -> int:
+            found = self._conn().execute(
+                "SELECT COUNT(*) FROM messages WHERE role = 'user' AND user_id = ?"
+                " AND created_at >= ? AND substr(conversation, 1, ?) = ?",
+                row,
+            )
+            return int(found.fetchone()[0])
 
         return await self._run(query)
 

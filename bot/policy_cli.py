@@ -1,0 +1,56 @@
+"""`parley policy explain` and `parley policy reload`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+
+from bot.config import Config
+from bot.events import Event
+from bot.policy import Policy
+
+__all__ = ["explain", "reload"]
+
+
+def explain(config: Config, args: argparse.Namespace) -> int:
+    event = Event(
+        platform=args.platform,
+        workspace=args.workspace,
+        channel=args.channel,
+        thread=args.thread,
+        user=args.user,
+        text=args.text,
+        addressed=args.mention or args.dm,
+        is_dm=args.dm,
+        roles=tuple(args.roles),
+        parents=tuple(args.parent),
+    )
+    decision = Policy(config.policy).decide(event)
+    settings = decision.settings
+    print(f"rule:     {decision.rule}  (from {config.source})")
+    print(f"decision: {'answer' if decision.answer else 'stay silent'} — {decision.reason}")
+    print(
+        f"trigger:  {settings.trigger}, continue_threads = {str(settings.continue_threads).lower()}"
+    )
+    print(f"persona:  {settings.persona or config.bot.name}")
+    if settings.quota:
+        print(f"quota:    {settings.quota} answers per user per day")
+    return 0
+
+
+def reload(config: Config, args: argparse.Namespace) -> int:
+    url = (args.url or f"http://{config.ops.host}:{config.ops.port}").rstrip("/")
+    request = urllib.request.Request(f"{url}/policy/reload", method="POST", data=b"")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            print("policy reloaded")
+            return 0 if response.status == 200 else 1
+    except urllib.error.HTTPError as exc:
+        print(f"parley: not reloaded: {json.load(exc).get('error', exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"parley: cannot reach the running service at {url}: {exc}", file=sys.stderr)
+        return 1
