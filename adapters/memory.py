@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid
 from dataclasses import dataclass, field
 
 from bot.events import Event
@@ -61,7 +62,8 @@ class MemoryAdapter:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def event(self, text: str, channel: str = "c1", user: str = "u1", **fields: object) -> Event:
-        fields.setdefault("message_id", str(next(self._ids)))
+        # Unique across adapters and restarts, as a platform's ids are (dedup is persistent).
+        fields.setdefault("message_id", f"{next(self._ids)}-{uuid.uuid4().hex[:8]}")
         return Event(platform=self.platform, channel=channel, user=user, text=text, **fields)  # type: ignore[arg-type]
 
     def send(

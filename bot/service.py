@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from enum import Enum
@@ -43,6 +42,8 @@ QUOTA = (
     "You've reached today's limit of {quota} questions. It resets at midnight UTC;"
     " for anything urgent, say 'human' to reach our support team."
 )
+# Platforms redeliver within minutes (Slack retries, a Discord RESUME); a day is ample.
+DEDUP_SECONDS = 86400.0
 COMMANDS = {
     "human": "human",
     "!human": "human",
@@ -96,7 +97,6 @@ class Service:
             limits.channel_burst,
             limits.bot_messages_per_channel_minute,
         )
-        self._seen: OrderedDict[tuple[str, str, str, str], None] = OrderedDict()
         # Answers given in a row to other bots, per conversation: a loop breaker.
         self._bot_turns: dict[ConversationKey, int] = {}
         self.policy = Policy(config.policy)
@@ -137,8 +137,14 @@ class Service:
             "and I'll answer here. Say 'reset' to make me forget this conversation."
         )
 
-    def _duplicate(self, event: Event) -> bool:
+    async def _duplicate(self, event: Event) -> bool:
         if not event.message_id:
+            return False
+        marker = "/".join((event.platform, event.workspace, event.channel, event.message_id))
+        try:
+            return not await self.store.claim(marker, DEDUP_SECONDS)
+        except StoreError:
+            log.exception("cannot check %s for a repeated delivery", marker)
             return False
         marker = (event.platform, event.workspace, event.channel, event.message_id)
         if marker in self._seen:
@@ -217,7 +223,7 @@ class Service:
             log.info("not answering %s in %s: %s", event.user, event.key, decision.reason)
             self.metrics.denied.labels(decision.verdict.value).inc()
             return Outcome.DENIED
-        if self._duplicate(event):
+        if await self._duplicate(event):
             log.info("ignoring a repeated delivery of %s", event.message_id)
             return Outcome.DUPLICATE
         if not self._loop_guard(event):

@@ -50,6 +50,8 @@ CREATE TABLE IF NOT EXISTS handoffs (
     started_at REAL NOT NULL,
     ended_at REAL
 );
+-- Deliveries already taken, so a platform's retry or redelivery is never answered twice.
+CREATE TABLE IF NOT EXISTS seen (marker TEXT PRIMARY KEY, expires_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS handoffs_open ON handoffs (conversation) WHERE ended_at IS NULL;
 -- A rating of one bot answer, with what was asked and answered at the time.
 CREATE TABLE IF NOT EXISTS feedback (
@@ -108,6 +110,10 @@ class Store(ABC):
         """Raise StoreError unless the store can be written right now."""
 
     @abstractmethod
+    async def claim(self, marker: str, ttl: float) -> bool:
+        """True the first time ``marker`` is claimed within ``ttl`` seconds, False after."""
+
+    @abstractmethod
     async def count_questions(
         self, platform: str, workspace: str, user: str, since: datetime
     ) -> int:
@@ -137,6 +143,7 @@ class SQLiteStore(Store):
         self.path = str(path)
         self._db: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._claims = 0
 
     async def open(self) -> None:
         if self._executor is not None:
@@ -225,6 +232,22 @@ class SQLiteStore(Store):
             ]
 
         return await self._run(query)
+
+    async def claim(self, marker: str, ttl: float) -> bool:
+        now = time.time()
+
+        def write() -> bool:
+            db = self._conn()
+            if self._claims % 1000 == 0:
+                db.execute("DELETE FROM seen WHERE expires_at < ?", (now,))
+            self._claims += 1
+            db.execute("DELETE FROM seen WHERE marker = ? AND expires_at < ?", (marker, now))
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO seen (marker, expires_at) VALUES (?, ?)", (marker, now + ttl)
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(write)
 
     async def count_questions(
         self, platform: str, workspace: str, user: str, since: datetime

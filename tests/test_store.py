@@ -61,3 +61,18 @@ async def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "parley.db")
     with pytest.raises(RuntimeError, match="not open"):
         await store.history(KEY)
+
+
+async def test_a_claimed_delivery_stays_claimed_across_a_restart(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "parley.db")
+    await store.open()
+    assert await store.claim("slack/T1/C1/Ev1", ttl=60)
+    assert not await store.claim("slack/T1/C1/Ev1", ttl=60)
+    assert await store.claim("slack/T1/C1/Ev2", ttl=60)
+    assert await store.claim("short", ttl=-1)
+    assert await store.claim("short", ttl=60)  # the first claim had already expired
+    await store.close()
+    again = SQLiteStore(tmp_path / "parley.db")
+    await again.open()
+    assert not await again.claim("slack/T1/C1/Ev1", ttl=60)
+    await again.close()
