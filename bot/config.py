@@ -123,6 +123,7 @@ class PolicySettings:
     allow_channels: list[str] | None = None
     deny_channels: list[str] | None = None
     dms: bool | None = None
+    channels: bool | None = None
     admins: list[str] | None = None
     persona: str | None = None
     system_prompt: str | None = None
@@ -153,6 +154,7 @@ class PolicyConfig:
     allow_channels: list[str] = field(default_factory=list)
     deny_channels: list[str] = field(default_factory=list)
     dms: bool = True
+    channels: bool = True
     admins: list[str] = field(default_factory=list)
     persona: str = ""
     system_prompt: str = ""

@@ -55,6 +55,7 @@ class Verdict(Enum):
     DENIED_ROLE = "denied_role"
     DENIED_CHANNEL = "denied_channel"
     DENIED_DM = "denied_dm"
+    DENIED_OUTSIDE_DM = "denied_outside_dm"
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,8 @@ def _denied(settings: PolicyConfig, event: Event) -> tuple[Verdict, str] | None:
     places = {event.channel, *event.parents}
     if event.is_dm and not settings.dms:
         return Verdict.DENIED_DM, "direct messages are off here"
+    if not event.is_dm and not settings.channels:
+        return Verdict.DENIED_OUTSIDE_DM, "the bot answers direct messages only"
     if event.user in settings.deny_users:
         return Verdict.DENIED_USER, "the user is denied"
     if settings.allow_users and event.user not in settings.allow_users:

@@ -113,6 +113,18 @@ CASES = [
     (dict(is_dm=True, addressed=True, user=ADMIN), False, "no discord dms", Verdict.ANSWER),
     (dict(user=ADMIN), False, "default", Verdict.NOT_TRIGGERED),
     (
+        dict(platform="slack", workspace="T0DMONLY", addressed=True),
+        False,
+        "dm only",
+        Verdict.DENIED_OUTSIDE_DM,
+    ),
+    (
+        dict(platform="slack", workspace="T0DMONLY", addressed=True, is_dm=True),
+        False,
+        "dm only",
+        Verdict.ANSWER,
+    ),
+    (
         dict(platform="slack", text="how do I export invoices"),
         False,
         "slack questions",
