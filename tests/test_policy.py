@@ -46,6 +46,7 @@ POLICY = PolicyConfig(
             name="staff category", platform="discord", channel=CATEGORY, allow_roles=[MOD_ROLE]
         ),
         PolicyOverride(name="no discord dms", platform="discord", dm=True, dms=False),
+        PolicyOverride(name="dm only", platform="slack", workspace="T0DMONLY", channels=False),
         PolicyOverride(
             name="slack questions", platform="slack", workspace="T0ACME", trigger="question"
         ),
