@@ -68,6 +68,9 @@ class ModelConfig:
     queue_size: int = 64
     max_batch_size: int = 32
     threads: int = 0
+    max_tokens_in_flight: int = 16384
+    prefill_chunk_tokens: int = 256
+    quantize: Literal["none", "int8"] = "none"
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,20 @@
-"""The model's one owner: a loop on a worker thread that decodes every admitted request.
+"""The model's one owner: a continuous-batching loop on a worker thread.
 
 The asyncio side only submits and aborts (thread-safe); results leave through each request's
-``emit`` callback, which must not block. Each request keeps its own KV cache, so nothing is
-recomputed between steps, and every active request advances one token per round, so many
-conversations progress together.
+``emit`` callback, which must not block. Each step of the loop:
+
+1. takes what was submitted or aborted since the last step;
+2. admits waiting requests while the batch has room (``max_batch_size`` rows, and
+   ``max_tokens_in_flight`` key/value positions allocated);
+3. prefills prompts in chunks, at most ``prefill_chunk_tokens`` prompt tokens per step, so a long
+   prompt delays the others' next token by one chunk, never by a whole prompt;
+4. runs ONE forward for every request that is decoding: one new token each, each at its own
+   position in its own cache row (see kvcache.py), masked to its own length.
+
+A request that finishes, hits a stop string or is aborted leaves its row at once and the row is
+reused by the next admission; a request that arrives joins the next step. The model is called
+through its own ``forward`` (transformers' layers, rotary embeddings and attention), with explicit
+position ids and a 4-D mask, so a request's tokens are the same whatever else is in the batch.
 """
 
 from __future__ import annotations
@@ -12,14 +23,15 @@ import itertools
 import logging
 import queue
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot.generation.base import GenerationParams
 from bot.generation.detok import IncrementalDecoder
+from bot.generation.kvcache import SlotCache
 
-__all__ = ["Engine", "Request"]
+__all__ = ["Engine", "Request", "sample"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +47,8 @@ class Request:
     params: GenerationParams
     emit: Emit
     id: int = field(default_factory=lambda: next(_ids))
+    #: The token ids generated so far (appended on the engine thread; read them once done).
+    output_ids: list[int] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -43,9 +57,17 @@ class _Running:
     decoder: IncrementalDecoder
     generator: Any
     budget: int
-    cache: Any = None
+    #: Positions this request may fill: prompt plus its reply budget.
+    reserved: int
+    #: Tokens whose keys and values are in the cache.
+    length: int = 0
     last_token: int = -1
     produced: int = 0
+    done: bool = False
+
+    @property
+    def prefilled(self) -> bool:
+        return self.length >= len(self.request.prompt_ids)
 
 
 _STOP = object()
@@ -53,20 +75,36 @@ _STOP = object()
 
 class Engine:
     def __init__(
-        self, model: Any, tokenizer: Any, max_batch_size: int, context_window: int
+        self,
+        model: Any,
+        tokenizer: Any,
+        max_batch_size: int,
+        context_window: int,
+        max_tokens_in_flight: int = 0,
+        prefill_chunk_tokens: int = 512,
     ) -> None:
         import torch
 
         self._torch = torch
         self.model = model
         self.tokenizer = tokenizer
-        self.device = next(model.parameters()).device
+        self.cache = SlotCache.for_model(model)
+        self.device = self.cache.device
         self.max_batch_size = max(1, max_batch_size)
         self.context_window = context_window
+        #: 0: as many as max_batch_size full-window requests take.
+        self.max_tokens_in_flight = max_tokens_in_flight or self.max_batch_size * context_window
+        self.prefill_chunk_tokens = max(1, prefill_chunk_tokens)
         self.eos_ids = _end_of_turn_ids(model, tokenizer)
+        #: Rounds run and tokens generated since start (for metrics and the bench).
+        self.steps = 0
+        self.generated = 0
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._waiting: deque[Request] = deque()
-        self._running: list[_Running] = []
+        # Physical cache row order: decoding requests first (rows 0 .. _decoding - 1), then the
+        # ones still prefilling.
+        self._rows: list[_Running] = []
+        self._decoding = 0
 
     # -- called from any thread -------------------------------------------------------------
     def submit(self, request: Request) -> None:
@@ -81,19 +119,41 @@ class Engine:
     @property
     def load(self) -> int:
         """Requests admitted or waiting (read without a lock: an estimate for metrics)."""
-        return len(self._running) + len(self._waiting)
+        return len(self._rows) + len(self._waiting)
 
     # -- the worker thread --------------------------------------------------------------------
     def run(self) -> None:
         with self._torch.inference_mode():
-            while self._drain(block=not (self._running or self._waiting)):
-                self._admit()
-                for running in list(self._running):
-                    self._guarded(running, self._decode)
-        for running in self._running:
+            while True:
+                idle = not (self._rows or self._waiting)
+                if idle:
+                    self.cache.release()
+                if not self._drain(block=idle):
+                    break
+                self._round()
+        for running in self._rows:
             running.request.emit("", True, None)
         for request in self._waiting:
             request.emit("", True, None)
+
+    def step(self) -> None:
+        """Take what was submitted, then one round (for driving the engine without its thread)."""
+        with self._torch.inference_mode():
+            self._drain(block=False)
+            self._round()
+
+    @property
+    def busy(self) -> bool:
+        """Something is running or waiting (engine thread or the caller of ``step``)."""
+        return bool(self._rows or self._waiting) or not self._inbox.empty()
+
+    def _round(self) -> None:
+        """Admit, prefill up to the chunk budget, one batched decode for everyone decoding."""
+        self._admit()
+        self._prefill()
+        if self._decoding:
+            self._decode()
+        self.steps += 1
 
     def _drain(self, block: bool) -> bool:
         """Take what the asyncio side sent; False once asked to stop."""
@@ -116,25 +176,67 @@ class Engine:
                 self._waiting.remove(request)
                 request.emit("", True, None)
                 return
-        for running in self._running:
+        for running in self._rows:
             if running.request.id == request_id:
                 self._finish(running)
                 return
 
+    # -- admission and rows ---------------------------------------------------------------
     def _admit(self) -> None:
-        while self._waiting and len(self._running) < self.max_batch_size:
-            request = self._waiting.popleft()
-            budget = min(
-                request.params.max_new_tokens, self.context_window - len(request.prompt_ids)
+        longest = max((r.reserved for r in self._rows), default=0)
+        before = len(self._rows)
+        while self._waiting and len(self._rows) < self.max_batch_size:
+            request = self._waiting[0]
+            prompt = len(request.prompt_ids)
+            budget = max(min(request.params.max_new_tokens, self.context_window - prompt), 1)
+            reserved = prompt + budget
+            rows, length = len(self._rows) + 1, max(longest, reserved)
+            if self._rows and rows * length > self.max_tokens_in_flight:
+                break
+            self._waiting.popleft()
+            longest = length
+            self._rows.append(
+                _Running(
+                    request,
+                    IncrementalDecoder(self.tokenizer, request.params.stop),
+                    self._generator(request.params),
+                    budget,
+                    reserved,
+                )
             )
-            running = _Running(
-                request,
-                IncrementalDecoder(self.tokenizer, request.params.stop),
-                self._generator(request.params),
-                max(budget, 1),
+        if len(self._rows) > before:
+            self.cache.reserve(
+                len(self._rows), longest, in_use=before, max_cells=self.max_tokens_in_flight
             )
-            self._running.append(running)
-            self._guarded(running, self._prefill)
+
+    def _remove(self, running: _Running) -> None:
+        """Free a row, keeping decoding rows contiguous at the front."""
+        rows = self._rows
+        hole = rows.index(running)
+        if hole < self._decoding:
+            last = self._decoding - 1
+            self._move(last, hole)
+            self._decoding -= 1
+            hole = last
+        end = len(rows) - 1
+        self._move(end, hole)
+        rows.pop()
+
+    def _move(self, source: int, target: int) -> None:
+        if source != target:
+            moved = self._rows[source]
+            self.cache.move(source, target, moved.length)
+            self._rows[target] = moved
+
+    def _promote(self, running: _Running) -> None:
+        """A prompt is in the cache: the request joins the decoding rows."""
+        index = self._rows.index(running)
+        first = self._decoding
+        if index != first:
+            other = self._rows[first]
+            self.cache.swap(index, first, max(other.length, running.length))
+            self._rows[index], self._rows[first] = other, running
+        self._decoding += 1
 
     def _generator(self, params: GenerationParams) -> Any:
         if params.temperature <= 0:
@@ -146,30 +248,94 @@ class Engine:
             generator.manual_seed(params.seed)
         return generator
 
-    def _guarded(self, running: _Running, step: Callable[[_Running], None]) -> None:
-        # One request's failure (a bad prompt, out of memory) must not take the others down.
+    # -- forwards ------------------------------------------------------------------------------
+    def _prefill(self) -> None:
+        budget = self.prefill_chunk_tokens
+        for running in self._rows[self._decoding :]:
+            if budget <= 0:
+                break
+            if running.done:
+                continue
+            try:
+                budget -= self._prefill_chunk(running, budget)
+            except Exception as exc:
+                log.exception("prefill failed for request %s", running.request.id)
+                self._finish(running, exc)
+
+    def _prefill_chunk(self, running: _Running, budget: int) -> int:
+        torch = self._torch
+        prompt = running.request.prompt_ids
+        start = running.length
+        count = min(len(prompt) - start, budget)
+        end = start + count
+        row = self._rows.index(running)
+        ids = torch.tensor([prompt[start:end]], device=self.device)
+        positions = torch.arange(start, end, device=self.device)
+        keys = torch.arange(end, device=self.device)
+        mask = (keys[None, :] <= positions[:, None])[None, None]
+        self.cache.plan_prefill(row, start, count)
+        out = self.model(
+            input_ids=ids,
+            position_ids=positions[None],
+            attention_mask=mask,
+            cache=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        running.length = end
+        if running.prefilled:
+            self._promote(running)
+            token = sample(out.logits[0, -1], running.request.params, running.generator)
+            self._accept(running, token)
+        return count
+
+    def _decode(self) -> None:
+        torch = self._torch
+        batch = self._rows[: self._decoding]
+        lengths = [r.length for r in batch]
+        positions = torch.tensor(lengths, device=self.device)
+        kv_len = max(lengths) + 1
+        keys = torch.arange(kv_len, device=self.device)
+        mask = (keys[None, :] <= positions[:, None])[:, None, None, :]
+        ids = torch.tensor([[r.last_token] for r in batch], device=self.device)
+        self.cache.plan_decode(len(batch), positions, kv_len)
         try:
-            step(running)
+            out = self.model(
+                input_ids=ids,
+                position_ids=positions[:, None],
+                attention_mask=mask,
+                cache=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            tokens = self._sample_batch(out.logits[:, -1, :], batch)
         except Exception as exc:
-            log.exception("generation failed for request %s", running.request.id)
-            self._finish(running, exc)
+            # A failed batched step (out of memory) fails the requests in it, not the engine.
+            log.exception("decode step failed for %d requests", len(batch))
+            for running in batch:
+                self._finish(running, exc)
+            return
+        # Lengths first: a request that finishes below moves other rows, up to their length.
+        for running in batch:
+            running.length += 1
+        for running, token in zip(batch, tokens, strict=True):
+            self._accept(running, token)
 
-    def _prefill(self, running: _Running) -> None:
-        ids = self._torch.tensor([running.request.prompt_ids], device=self.device)
-        out = self.model(input_ids=ids, use_cache=True)
-        running.cache = out.cache
-        self._accept(running, out.logits[:, -1, :])
+    def _sample_batch(self, logits: Any, batch: Sequence[_Running]) -> list[int]:
+        greedy: list[int] = logits.argmax(dim=-1).tolist()
+        return [
+            token
+            if running.generator is None
+            else sample(row, running.request.params, running.generator)
+            for running, token, row in zip(batch, greedy, logits, strict=True)
+        ]
 
-    def _decode(self, running: _Running) -> None:
-        ids = self._torch.tensor([[running.last_token]], device=self.device)
-        out = self.model(input_ids=ids, cache=running.cache, use_cache=True)
-        running.cache = out.cache
-        self._accept(running, out.logits[:, -1, :])
-
-    def _accept(self, running: _Running, logits: Any) -> None:
-        token = sample(logits[0], running.request.params, running.generator)
+    # -- results -------------------------------------------------------------------------------
+    def _accept(self, running: _Running, token: int) -> None:
         running.last_token = token
         running.produced += 1
+        running.request.output_ids.append(token)
+        self.generated += 1
         if token in self.eos_ids:
             self._finish(running)
             return
@@ -184,11 +350,14 @@ class Engine:
             running.request.emit(delta, False, None)
 
     def _finish(self, running: _Running, error: BaseException | None = None) -> None:
-        if running in self._running:
-            self._running.remove(running)
-            tail = "" if error else running.decoder.flush()
-            running.request.emit(tail, True, error)
-            running.cache = None
+        """Tell the request it is over and free its row for the next admission."""
+        if running.done:
+            return
+        running.done = True
+        tail = "" if error else running.decoder.flush()
+        running.request.emit(tail, True, error)
+        if running in self._rows:
+            self._remove(running)
 
 
 def sample(logits: Any, params: GenerationParams, generator: Any) -> int:

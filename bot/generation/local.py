@@ -14,6 +14,7 @@ from bot.errors import Busy, GenerationError, ModelLoadError
 from bot.generation.base import Backend, ChatMessage, GenerationParams
 from bot.generation.engine import Engine, Request
 from bot.generation.models import LoadedModel, PromptFormat, load_model
+from bot.generation.quantize import quantize_int8
 
 __all__ = ["LocalBackend"]
 
@@ -79,10 +80,17 @@ class LocalBackend(Backend):
             if self.config.threads > 0:
                 torch.set_num_threads(self.config.threads)
             loaded = load_model(self.config)
+            if self.config.quantize == "int8":
+                loaded.model = quantize_int8(loaded.model)
             window = _context_window(loaded.model, self.config.context_window)
             self.context_window = window
             self._engine = Engine(
-                loaded.model, loaded.tokenizer, self.config.max_batch_size, window
+                loaded.model,
+                loaded.tokenizer,
+                self.config.max_batch_size,
+                window,
+                max_tokens_in_flight=self.config.max_tokens_in_flight,
+                prefill_chunk_tokens=self.config.prefill_chunk_tokens,
             )
             self._format = PromptFormat(loaded.tokenizer)
             self.loaded = loaded

@@ -1,0 +1,145 @@
+"""The key/value memory of every running request: one row per request in a preallocated buffer.
+
+Each layer keeps one ``[rows, kv_heads, length, head_dim]`` tensor for keys and one for values.
+A request owns a row for its whole life; its tokens sit at positions ``0 .. len - 1`` of that
+row, so nothing is ever recomputed and no request's cache depends on another's. The engine keeps
+the rows of decoding requests contiguous at the front, so a decode step reads one slice view of
+the buffer (no gather) and masks each row past its own length.
+
+The object is handed to the model's own ``forward`` as its cache: the model calls ``update`` once
+per layer with the new keys and values; ``plan_decode`` / ``plan_prefill`` say, before each
+forward, which rows and positions the new tokens belong to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["SlotCache"]
+
+# Growth granularity: few reallocations, little slack.
+_ROW_STEP = 4
+_LENGTH_STEP = 64
+
+
+class SlotCache:
+    def __init__(self, layers: int, kv_heads: int, head_dim: int, dtype: Any, device: Any) -> None:
+        import torch
+
+        self._torch = torch
+        self.layers = layers
+        self.kv_heads = kv_heads
+        self.head_dim = head_dim
+        self.dtype = dtype
+        self.device = device
+        self.keys: list[Any] = []
+        self.values: list[Any] = []
+        self.rows = 0
+        self.length = 0
+        # The current forward: ("decode", n, positions, kv_len) or ("prefill", row, start, count).
+        self._plan: tuple[Any, ...] = ()
+        self._row_index: Any = None
+
+    @classmethod
+    def for_model(cls, model: Any) -> SlotCache:
+        config = (
+            model.config.get_text_config()
+            if hasattr(model.config, "get_text_config")
+            else model.config
+        )
+        heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        parameter = next(model.parameters())
+        dtype = parameter.dtype
+        if not dtype.is_floating_point:  # a quantised model keeps float activations
+            import torch
+
+            dtype = torch.float32
+        return cls(config.num_hidden_layers, kv_heads, head_dim, dtype, parameter.device)
+
+    @property
+    def cells(self) -> int:
+        """Token positions allocated (rows × length)."""
+        return self.rows * self.length
+
+    @property
+    def bytes_per_token(self) -> int:
+        element = self._torch.tensor([], dtype=self.dtype).element_size()
+        return 2 * self.layers * self.kv_heads * self.head_dim * element
+
+    def reserve(self, rows: int, length: int, in_use: int, max_cells: int = 0) -> None:
+        """Make room for ``rows`` rows of ``length`` positions, keeping rows ``< in_use``; the
+        rounding up never takes more than ``max_cells`` positions (unless the request does)."""
+        if rows <= self.rows and length <= self.length:
+            return
+        new_length = max(self.length, -(-length // _LENGTH_STEP) * _LENGTH_STEP)
+        new_rows = max(self.rows, -(-rows // _ROW_STEP) * _ROW_STEP)
+        if max_cells:
+            new_rows = max(rows, min(new_rows, max_cells // new_length))
+        shape = (new_rows, self.kv_heads, new_length, self.head_dim)
+        # Zeros, not empty: masked positions still enter the weighted sum (as weight 0 × value),
+        # and uninitialised memory may hold NaN, which 0 × NaN spreads.
+        zeros = self._torch.zeros
+        keys = [zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.layers)]
+        values = [zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.layers)]
+        if in_use and self.keys:
+            for new, old in zip([*keys, *values], [*self.keys, *self.values], strict=True):
+                new[:in_use, :, : self.length] = old[:in_use]
+        self.keys, self.values = keys, values
+        self.rows, self.length = new_rows, new_length
+        self._row_index = None
+
+    def release(self) -> None:
+        """Give the memory back (the engine is idle)."""
+        self.keys, self.values = [], []
+        self.rows = self.length = 0
+        self._row_index = None
+
+    def move(self, source: int, target: int, upto: int) -> None:
+        """Copy row ``source``'s first ``upto`` positions onto row ``target``."""
+        if source == target or upto <= 0:
+            return
+        for tensor in (*self.keys, *self.values):
+            tensor[target, :, :upto] = tensor[source, :, :upto]
+
+    def swap(self, a: int, b: int, upto: int) -> None:
+        if a == b or upto <= 0:
+            return
+        for tensor in (*self.keys, *self.values):
+            saved = tensor[a, :, :upto].clone()
+            tensor[a, :, :upto] = tensor[b, :, :upto]
+            tensor[b, :, :upto] = saved
+
+    # -- the plan for the next forward ---------------------------------------------------------
+    def plan_decode(self, rows: int, positions: Any, kv_len: int) -> None:
+        """One new token for each of rows ``0 .. rows - 1``, at its own position."""
+        if self._row_index is None or self._row_index.numel() < rows:
+            self._row_index = self._torch.arange(self.rows, device=self.device)
+        self._plan = ("decode", rows, positions, kv_len)
+
+    def plan_prefill(self, row: int, start: int, count: int) -> None:
+        """``count`` prompt tokens of one row, from position ``start``."""
+        self._plan = ("prefill", row, start, count)
+
+    # -- what the model calls -----------------------------------------------------------------
+    def update(
+        self, key_states: Any, value_states: Any, layer_idx: int, *args: Any, **kwargs: Any
+    ) -> tuple[Any, Any]:
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        kind = self._plan[0]
+        if kind == "decode":
+            _, rows, positions, kv_len = self._plan
+            index = self._row_index[:rows]
+            keys[index, :, positions] = key_states[:, :, 0]
+            values[index, :, positions] = value_states[:, :, 0]
+            return keys[:rows, :, :kv_len], values[:rows, :, :kv_len]
+        _, row, start, count = self._plan
+        end = start + count
+        keys[row, :, start:end] = key_states[0]
+        values[row, :, start:end] = value_states[0]
+        return keys[row : row + 1, :, :end], values[row : row + 1, :, :end]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        # Only consulted when no position ids are given; the engine always gives them.
+        return 0

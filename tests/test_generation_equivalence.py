@@ -1,0 +1,125 @@
+"""Greedy replies from the batching engine are token for token those of ``model.generate``.
+
+Requests of different lengths join and leave at different steps, prompts are prefilled in small
+chunks, and fewer rows than requests force rows to be reused: none of it may change a token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.generation.base import GenerationParams
+from bot.generation.engine import Engine, Request
+
+QUESTIONS = [
+    "How do I reset my password?",
+    "hi",
+    "I was charged twice for the same month on my invoice and I would like a refund, please. "
+    "The second charge appeared on the third of the month, after I had already paid by card.",
+    "Can I change the e-mail address of my account?",
+    "Why is the dashboard so slow today? It takes a minute to open the billing page.",
+]
+
+
+def _load(folder: Path) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    return model.eval(), tokenizer
+
+
+def _prompt(tokenizer: Any, question: str, turns: int) -> list[int]:
+    messages = [{"role": "system", "content": "You are the support assistant of Acme Cloud."}]
+    for i in range(turns):
+        messages += [
+            {"role": "user", "content": f"Earlier question number {i}?"},
+            {"role": "assistant", "content": f"Earlier answer number {i}, with some detail."},
+        ]
+    messages.append({"role": "user", "content": question})
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _reference(model: Any, prompt: list[int], max_new: int, eos: Sequence[int]) -> list[int]:
+    import torch
+
+    with torch.inference_mode():
+        out = model.generate(
+            torch.tensor([prompt]),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            max_new_tokens=max_new,
+            do_sample=False,
+            eos_token_id=list(eos),
+            pad_token_id=eos[0],
+        )
+    return list(out[0, len(prompt) :].tolist())
+
+
+def _staggered(engine: Engine, requests: list[Request], joins: list[int]) -> None:
+    """Submit request i before step ``joins[i]``, step until all are done."""
+    step = 0
+    pending = sorted(zip(joins, range(len(requests)), strict=True))
+    while pending or engine.busy:
+        while pending and pending[0][0] <= step:
+            engine.submit(requests[pending.pop(0)[1]])
+        engine.step()
+        step += 1
+        assert step < 2000, "the engine stopped making progress"
+
+
+def _check(folder: Path, max_new: list[int], joins: list[int], **engine_args: Any) -> None:
+    model, tokenizer = _load(folder)
+    prompts = [_prompt(tokenizer, q, turns=i % 3) for i, q in enumerate(QUESTIONS)]
+    engine = Engine(model, tokenizer, context_window=1024, **engine_args)
+    eos = sorted(engine.eos_ids)
+    expected = [_reference(model, p, n, eos) for p, n in zip(prompts, max_new, strict=True)]
+    done: list[int] = []
+    requests = [
+        Request(
+            p, GenerationParams(max_new_tokens=n), lambda d, end, e, i=i: end and done.append(i)
+        )
+        for i, (p, n) in enumerate(zip(prompts, max_new, strict=True))
+    ]
+    _staggered(engine, requests, joins)
+    assert sorted(done) == list(range(len(requests)))
+    for i, (request, want) in enumerate(zip(requests, expected, strict=True)):
+        assert request.output_ids == want, f"request {i} differs from model.generate"
+
+
+def test_greedy_matches_generate_with_joins_leaves_and_chunked_prefill(
+    tiny_model_dir: Path,
+) -> None:
+    _check(
+        tiny_model_dir,
+        max_new=[24, 5, 30, 12, 18],
+        joins=[0, 0, 3, 9, 10],
+        max_batch_size=3,
+        prefill_chunk_tokens=16,
+    )
+
+
+def test_greedy_matches_generate_when_all_arrive_together(tiny_model_dir: Path) -> None:
+    _check(
+        tiny_model_dir,
+        max_new=[16, 16, 16, 16, 16],
+        joins=[0, 0, 0, 0, 0],
+        max_batch_size=8,
+        prefill_chunk_tokens=4096,
+    )
+
+
+@pytest.mark.bundled
+def test_bundled_model_greedy_matches_generate(bundled_dir: Path) -> None:
+    _check(
+        bundled_dir,
+        max_new=[20, 8, 24, 12, 16],
+        joins=[0, 1, 2, 6, 12],
+        max_batch_size=3,
+        prefill_chunk_tokens=32,
+    )
