@@ -71,7 +71,9 @@ async def _until_updating(reply: MemoryReply) -> None:
 async def test_healthz_and_metrics(service: Service, ops: tuple[OpsServer, _Adapter]) -> None:
     server, adapter = ops
     assert await _get(server, "/healthz") == (200, '{"status": "ok", "problems": []}')
-    await MemoryAdapter(service, platform="web").send("hello").wait()
+    chat = MemoryAdapter(service, platform="web")
+    chat.send("hello")
+    await chat.drain()  # the handler, not just the reply, has finished: metrics are counted
     status, metrics = await _get(server, "/metrics")
     assert status == 200
     assert 'parley_events_total{outcome="answered",platform="web"} 1.0' in metrics
