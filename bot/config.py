@@ -24,6 +24,7 @@ __all__ = [
     "Config",
     "DiscordConfig",
     "HandoffConfig",
+    "KnowledgeConfig",
     "LimitsConfig",
     "LogConfig",
     "ModelConfig",
@@ -76,6 +77,21 @@ class ModelConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     path: str = "data/parley.db"
+
+
+@dataclass(frozen=True)
+class KnowledgeConfig:
+    enabled: bool = True
+    paths: list[str] = field(default_factory=lambda: ["config/knowledge"])
+    auto_ingest: bool = True
+    top_k: int = 4
+    min_score: float = 0.3
+    max_sources: int = 2
+    embedding_model: str = "bundled"
+    dont_know_message: str = (
+        "I'm sorry, I don't know the answer to that one, and I'd rather not guess."
+        " Would you like me to bring in someone from our support team?"
+    )
 
 
 @dataclass(frozen=True)
@@ -217,6 +233,7 @@ class Config:
     bot: BotConfig = field(default_factory=BotConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
     log: LogConfig = field(default_factory=LogConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     handoff: HandoffConfig = field(default_factory=HandoffConfig)

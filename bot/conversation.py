@@ -16,17 +16,30 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Literal
 
 from bot.config import BotConfig, ModelConfig, PolicyConfig
 from bot.errors import Busy, StoreError
 from bot.events import ConversationKey, Event
 from bot.generation.base import Backend, ChatMessage, GenerationParams
+from bot.knowledge.cite import (
+    cited_sources,
+    format_sources,
+    knowledge_prompt,
+    numbered,
+    strip_sources,
+)
+from bot.knowledge.index import Source
+from bot.knowledge.retrieve import Retrieval, small_talk
 from bot.metrics import Metrics
 from bot.reply import Reply
 from bot.store import Status, Store, Turn
 from bot.text import clean_output
 
-__all__ = ["ConversationManager", "Prompt"]
+if TYPE_CHECKING:
+    from bot.knowledge.base import KnowledgeBase
+
+__all__ = ["Answer", "ConversationManager", "Prompt"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +58,22 @@ STORE_DOWN = (
 class Prompt:
     messages: list[ChatMessage]
     cut: bool = False
+    #: The knowledge-base documents the prompt carries, numbered [1], [2], … in this order.
+    sources: tuple[Source, ...] = ()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """How a message was answered: what ``submit``'s future resolves to.
+
+    ``dont_know``: nothing in the knowledge base answered it and the bot said so without
+    calling the model (handoff counts these); ``sources``: the documents the reply lists.
+    """
+
+    question: str
+    text: str
+    outcome: Literal["answered", "dont_know", "failed", "busy"] = "answered"
+    sources: tuple[Source, ...] = ()
 
 
 @dataclass(eq=False)
@@ -54,7 +83,7 @@ class _Job:
     reply: Reply
     notes: list[str]
     settings: PolicyConfig | None
-    done: asyncio.Future[None] = field(
+    done: asyncio.Future[Answer] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
@@ -67,9 +96,11 @@ class ConversationManager:
         bot: BotConfig,
         model: ModelConfig,
         metrics: Metrics | None = None,
+        knowledge: KnowledgeBase | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
+        self.knowledge = knowledge
         self.metrics = metrics or Metrics()
         self.bot = bot
         self.params = GenerationParams(
@@ -111,8 +142,9 @@ class ConversationManager:
         reply: Reply,
         notes: Sequence[str] = (),
         settings: PolicyConfig | None = None,
-    ) -> asyncio.Future[None]:
-        """Queue a message; the returned future completes once it is answered."""
+    ) -> asyncio.Future[Answer]:
+        """Queue a message; the returned future resolves to its :class:`Answer` once it is
+        answered."""
         if self._closed:
             raise Busy("the service is shutting down")
         if self._pending >= self.bot.max_pending:
@@ -131,14 +163,15 @@ class ConversationManager:
         try:
             while queue:
                 job = queue.popleft()
+                answer = Answer(job.text, "", "failed")
                 try:
-                    await self._answer(job)
+                    answer = await self._answer(job)
                 except Exception:
                     log.exception("answering in %s failed", key)
                 finally:
                     self._pending -= 1
                     if not job.done.done():
-                        job.done.set_result(None)
+                        job.done.set_result(answer)
         finally:
             # Jobs left behind by a cancelled worker are released, not silently kept.
             while queue:
@@ -148,17 +181,27 @@ class ConversationManager:
             del self._queues[key]
             del self._workers[key]
 
+    async def start(self) -> None:
+        """Open the knowledge base, if any (ingesting what changed since the last start)."""
+        if self.knowledge is not None:
+            try:
+                await self.knowledge.start()
+            except BaseException:
+                await self.knowledge.close()
+                raise
+
     async def close(self, grace: float = 10.0) -> None:
         """Stop taking messages, let the queued ones finish within ``grace`` seconds, then
         cancel the rest."""
         self._closed = True
         workers = list(self._workers.values())
-        if not workers:
-            return
-        _, late = await asyncio.wait(workers, timeout=grace)
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
+        if workers:
+            _, late = await asyncio.wait(workers, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        if self.knowledge is not None:
+            await self.knowledge.close()
 
     async def reset(self, key: ConversationKey) -> None:
         await self.store.reset(key)
@@ -173,7 +216,7 @@ class ConversationManager:
                 return []
         return history
 
-    async def _answer(self, job: _Job) -> None:
+    async def _answer(self, job: _Job) -> Answer:
         event, reply = job.event, job.reply
         taken = time.monotonic()
         try:
@@ -185,10 +228,13 @@ class ConversationManager:
             log.exception("cannot record a message in %s", event.key)
             self.metrics.errors.labels("store").inc()
             await reply.fail(STORE_DOWN)
-            return
+            return Answer(job.text, STORE_DOWN, "failed")
+        retrieval = await self._retrieve(job, history)
+        if retrieval is not None and not retrieval.confident:
+            return await self._dont_know(job)
         system = self.system_prompt_for(job.settings)
         prompt = await asyncio.to_thread(
-            self.build_prompt, history, job.text, event.context, system
+            self.build_prompt, history, job.text, event.context, system, retrieval
         )
         notes = [*job.notes, CUT_TO_WINDOW] if prompt.cut else job.notes
         await reply.start()
@@ -205,7 +251,7 @@ class ConversationManager:
         except Busy:
             self.metrics.errors.labels("busy").inc()
             await reply.fail(BUSY)
-            return
+            return Answer(job.text, BUSY, "busy")
         except asyncio.CancelledError:
             # Shutdown past its grace period: keep what was written, tell the user why it ends.
             partial = await self._record_partial(event.key, parts, "partial")
@@ -217,17 +263,52 @@ class ConversationManager:
             self.metrics.errors.labels("generation").inc()
             partial = await self._record_partial(event.key, parts, "failed")
             await reply.fail(f"{partial}\n\n{APOLOGY}".strip())
-            return
+            return Answer(job.text, partial, "failed")
         answer = clean_output("".join(parts))
         self.metrics.tokens.inc(await asyncio.to_thread(self.backend.count_text, answer))
-        await reply.finish("\n\n".join([answer or EMPTY_ANSWER, *notes]))
+        sources: tuple[Source, ...] = ()
+        if retrieval is not None and answer and self.knowledge is not None:
+            config = self.knowledge.config
+            listed = cited_sources(retrieval, config.max_sources, config.min_score)
+            sources = tuple(s for s in listed if s in prompt.sources)
+        shown = "\n\n".join(part for part in (answer, format_sources(sources)) if part)
+        await reply.finish("\n\n".join([shown or EMPTY_ANSWER, *notes]))
         self.metrics.reply_latency.observe(time.monotonic() - taken)
+        await self._record_answer(event.key, shown, reply)
+        return Answer(job.text, shown, "answered", sources)
+
+    async def _retrieve(self, job: _Job, history: Sequence[Turn]) -> Retrieval | None:
+        """The passages for this message; None when the knowledge base has no say in it (none
+        configured, an empty index, or small talk such as "thanks!")."""
+        knowledge = self.knowledge
+        if knowledge is None or not knowledge.size or small_talk(job.text):
+            return None
+        previous = next((t.content for t in reversed(history) if t.role == "user"), None)
+        collections = job.settings.knowledge if job.settings else []
+        try:
+            return await knowledge.retrieve(job.text, previous, collections)
+        except Exception:
+            # Answering without the documents would invite made-up policies: say "don't know".
+            log.exception("knowledge retrieval failed in %s", job.event.key)
+            self.metrics.errors.labels("knowledge").inc()
+            return Retrieval(job.text, (), False)
+
+    async def _dont_know(self, job: _Job) -> Answer:
+        assert self.knowledge is not None
+        text = self.knowledge.config.dont_know_message
+        await job.reply.finish("\n\n".join([text, *job.notes]))
+        await self._record_answer(job.event.key, text, job.reply, "dont_know")
+        return Answer(job.text, text, "dont_know")
+
+    async def _record_answer(
+        self, key: ConversationKey, text: str, reply: Reply, status: Status = "complete"
+    ) -> None:
         # Recorded once posted, with the platform's id of the reply, which ratings refer to.
         reply_id = str(getattr(reply, "message_id", "") or "")
         try:
-            await self.store.append(event.key, "assistant", answer, message_id=reply_id)
+            await self.store.append(key, "assistant", text, status=status, message_id=reply_id)
         except StoreError:
-            log.exception("cannot record an answer in %s", event.key)
+            log.exception("cannot record an answer in %s", key)
             self.metrics.errors.labels("store").inc()
 
     async def _record_partial(self, key: ConversationKey, parts: list[str], status: Status) -> str:
@@ -244,21 +325,34 @@ class ConversationManager:
         text: str,
         context: str | None = None,
         system_prompt: str | None = None,
+        retrieval: Retrieval | None = None,
     ) -> Prompt:
-        """System prompt + as many of the newest turns as fit + this message, so that prompt and
-        reply fit the model's window. Blocking (tokenizes): run it off the event loop."""
+        """System prompt (with the retrieved sources, as many as fit) + as many of the newest
+        turns as fit + this message, so that prompt and reply fit the model's window.
+        Blocking (tokenizes): run it off the event loop."""
         backend = self.backend
         budget = backend.context_window - self.params.max_new_tokens
         if context and not any(turn.content == context for turn in history):
             text = f'(Replying to this earlier message: "{context}")\n\n{text}'
-        system = ChatMessage("system", system_prompt or self.system_prompt)
+        base = system_prompt or self.system_prompt
+        system = ChatMessage("system", base)
         current = ChatMessage("user", text)
+        sources: tuple[Source, ...] = ()
+        if retrieval is not None and retrieval.hits:
+            documents = numbered(retrieval)
+            # The best source always; further ones only while the question still fits whole.
+            for keep in range(len(documents), 0, -1):
+                system = ChatMessage("system", knowledge_prompt(base, retrieval, keep))
+                if keep == 1 or backend.count_tokens([system, current]) <= budget:
+                    sources = tuple(source for _, source, _ in documents[:keep])
+                    break
         cut = False
         if backend.count_tokens([system, current]) > budget:
             overhead = backend.count_tokens([system, ChatMessage("user", "")])
             current = ChatMessage("user", backend.truncate(text, max(budget - overhead, 0)))
             cut = True
-        turns = [ChatMessage(t.role, t.content) for t in history if t.content]
+        # Earlier answers without their "Sources:" footers: the prompt numbers sources afresh.
+        turns = [ChatMessage(t.role, strip_sources(t.content)) for t in history if t.content]
 
         def fits(kept: int) -> bool:
             chosen = turns[len(turns) - kept :] if kept else []
@@ -273,4 +367,4 @@ class ConversationManager:
             else:
                 high = middle - 1
         kept = turns[len(turns) - low :] if low else []
-        return Prompt([system, *kept, current], cut)
+        return Prompt([system, *kept, current], cut, sources)

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from bot.config import Config, PolicyConfig, load_config
 from bot.conversation import BUSY, STORE_DOWN, ConversationManager
@@ -24,6 +25,9 @@ from bot.ratelimit import Limit, RateLimiter
 from bot.reply import Reply
 from bot.store import Rating, SQLiteStore, Store
 from bot.text import clean_input, cut
+
+if TYPE_CHECKING:
+    from bot.knowledge.base import KnowledgeBase
 
 __all__ = ["Outcome", "Service", "build_service"]
 
@@ -78,13 +82,19 @@ class Outcome(Enum):
 
 
 class Service:
-    def __init__(self, config: Config, backend: Backend, store: Store) -> None:
+    def __init__(
+        self,
+        config: Config,
+        backend: Backend,
+        store: Store,
+        knowledge: KnowledgeBase | None = None,
+    ) -> None:
         self.config = config
         self.backend = backend
         self.store = store
         self.metrics = Metrics()
         self.conversations = ConversationManager(
-            store, backend, config.bot, config.model, self.metrics
+            store, backend, config.bot, config.model, self.metrics, knowledge
         )
         self.metrics.watch(
             lambda: self.conversations.pending, lambda: getattr(backend, "in_flight", 0)
@@ -113,6 +123,12 @@ class Service:
         try:
             await self.backend.start()
         except BaseException:
+            await self.store.close()
+            raise
+        try:
+            await self.conversations.start()
+        except BaseException:
+            await self.backend.close()
             await self.store.close()
             raise
 
@@ -353,4 +369,9 @@ def build_backend(config: Config) -> Backend:
 
 
 def build_service(config: Config) -> Service:
-    return Service(config, build_backend(config), SQLiteStore(config.store.path))
+    knowledge = None
+    if config.knowledge.enabled:
+        from bot.knowledge.base import KnowledgeBase
+
+        knowledge = KnowledgeBase(config.knowledge, config.store.path)
+    return Service(config, build_backend(config), SQLiteStore(config.store.path), knowledge)

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import BotConfig, Config, LimitsConfig, ModelConfig, StoreConfig
+from bot.config import (
+    BotConfig,
+    Config,
+    KnowledgeConfig,
+    LimitsConfig,
+    ModelConfig,
+    StoreConfig,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_CACHE = ROOT / ".cache" / "models"
@@ -89,6 +96,9 @@ def make_config(model_dir: Path, tmp_path: Path, **model_overrides: object) -> C
         limits=LimitsConfig(
             user_per_minute=0, channel_per_minute=0, bot_messages_per_channel_minute=0
         ),
+        # The knowledge base has its own tests (test_knowledge.py); elsewhere the tiny model
+        # answers whatever it is asked, as before.
+        knowledge=KnowledgeConfig(enabled=False),
     )
 
 

@@ -1,0 +1,250 @@
+"""The knowledge base: ingesting documents, keeping them current, and finding passages.
+
+:class:`Knowledge` is the blocking whole (the CLI and the bench use it directly);
+:class:`KnowledgeBase` runs one on its own thread for the service, so that SQLite, tokenizing
+and the embedding model never touch the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from bot.config import KnowledgeConfig
+from bot.knowledge.embed import Embedder
+from bot.knowledge.index import PassageIndex, SourceInfo
+from bot.knowledge.ingest import collect, read_document
+from bot.knowledge.retrieve import Retrieval, Retriever
+
+__all__ = ["IngestReport", "Knowledge", "KnowledgeBase", "resolve"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_COLLECTION = "default"
+
+
+@dataclass
+class IngestReport:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    passages: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.removed)
+
+    def __str__(self) -> str:
+        return (
+            f"{len(self.added)} added, {len(self.updated)} updated, {len(self.unchanged)}"
+            f" unchanged, {len(self.removed)} removed; {self.passages} passages in the index"
+        )
+
+
+def resolve(path: str) -> Path:
+    """A configured path: as given (relative to the working folder), else relative to the
+    project, so the embedded default finds the sample knowledge base from anywhere."""
+    given = Path(path).expanduser()
+    if given.is_absolute() or given.exists():
+        return given.resolve()
+    beside = PROJECT_ROOT / given
+    return beside.resolve() if beside.exists() else given.resolve()
+
+
+def _shown(path: Path) -> str:
+    """The path a citation shows: relative to the working folder when inside it."""
+    try:
+        return path.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        try:
+            return path.relative_to(PROJECT_ROOT).as_posix()
+        except ValueError:
+            return str(path)
+
+
+class Knowledge:
+    """Blocking, and used by one thread at a time."""
+
+    def __init__(
+        self, config: KnowledgeConfig, db_path: str, embedder: Embedder | None = None
+    ) -> None:
+        self.config = config
+        self.index = PassageIndex(db_path)
+        self._embedder = embedder
+        self.retriever = Retriever([], np.zeros((0, 0), dtype=np.float32))
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = Embedder(self.config.embedding_model)
+        return self._embedder
+
+    def open(self) -> None:
+        self.index.open()
+        model = self.index.meta("embedding_model")
+        if model is not None and model != self.config.embedding_model and self.index.count():
+            # Vectors from another model are not comparable: start over (auto-ingest refills).
+            log.warning("the embedding model changed from %s: clearing the knowledge index", model)
+            self.index.clear()
+        self.index.set_meta("embedding_model", self.config.embedding_model)
+        self._reload()
+
+    def close(self) -> None:
+        self.index.close()
+
+    def __len__(self) -> int:
+        return len(self.retriever)
+
+    def _reload(self) -> None:
+        passages, vectors = self.index.load()
+        known = self.embedder.knows if passages else (lambda word: False)
+        self.retriever = Retriever(passages, vectors, known)
+
+    def refresh(self) -> IngestReport:
+        """Bring the configured paths' passages up to date: new and changed files are
+        ingested, files deleted from a configured folder leave the index."""
+        roots = [resolve(p) for p in self.config.paths]
+        present = [root for root in roots if root.exists()]
+        for root in roots:
+            if not root.exists():
+                log.warning("knowledge path %s does not exist", root)
+        report = self.ingest(present, only_changed=True, reload=False)
+        seen = {str(p.resolve()) for p in collect(present)}
+        gone = [
+            key
+            for root in present
+            if root.is_dir()
+            for key in self.index.keys_under(root)
+            if key not in seen
+        ]
+        if gone:
+            self.index.remove(gone)
+            report.removed.extend(gone)
+        self._reload()
+        report.passages = self.index.count()
+        return report
+
+    def ingest(
+        self,
+        paths: Iterable[str | Path],
+        collection: str = DEFAULT_COLLECTION,
+        only_changed: bool = False,
+        reload: bool = True,
+    ) -> IngestReport:
+        """Read ``paths`` (files, folders recursively) into the index; a file ingested before
+        has its passages replaced. Raises FileNotFoundError for a path that does not exist."""
+        report = IngestReport()
+        stored = self.index.digests()
+        for path in collect(paths):
+            key = str(path.resolve())
+            document = read_document(path, _shown(path.resolve()))
+            if stored.get(key) == document.digest and only_changed:
+                report.unchanged.append(document.path)
+                continue
+            vectors = self.embedder.encode(
+                [f"{document.title} — {s.heading}\n{s.text}" for s in document.sections]
+            )
+            self.index.replace(key, document, collection, vectors)
+            (report.updated if key in stored else report.added).append(document.path)
+        if reload:
+            self._reload()
+        report.passages = self.index.count()
+        return report
+
+    def sources(self) -> list[SourceInfo]:
+        return self.index.sources()
+
+    def search(
+        self, query: str, k: int | None = None, collections: Collection[str] = ()
+    ) -> Retrieval:
+        k = self.config.top_k if k is None else k
+        if not len(self.retriever) or not query.strip():
+            return Retrieval(query, (), False)
+        # The model reads a misspelt word as unrelated pieces: "pasword" is "pas", "##word".
+        vector = self.embedder.encode([self.retriever.keywords.spellchecked(query)])[0]
+        hits = tuple(self.retriever.search(query, vector, k, collections))
+        confident = bool(hits) and max(h.similarity for h in hits) >= self.config.min_score
+        return Retrieval(query, hits, confident)
+
+    def retrieve(
+        self, question: str, previous: str | None = None, collections: Collection[str] = ()
+    ) -> Retrieval:
+        """Search for ``question``; a follow-up ("and how long does that take?") that finds
+        nothing alone is searched again together with the ``previous`` question."""
+        found = self.search(question, collections=collections)
+        if found.confident or not previous:
+            return found
+        joined = self.search(f"{previous}\n{question}", collections=collections)
+        return joined if joined.confident else found
+
+
+class KnowledgeBase:
+    """A :class:`Knowledge` on its own thread, for the service.
+
+    ``start()`` opens the index and, with ``auto_ingest``, brings the configured paths up to
+    date (only new or changed files are read and embedded); ``retrieve()`` searches it.
+    """
+
+    def __init__(
+        self, config: KnowledgeConfig, db_path: str, embedder: Embedder | None = None
+    ) -> None:
+        self.config = config
+        self.knowledge = Knowledge(config, db_path, embedder)
+        self._executor: ThreadPoolExecutor | None = None
+        self._closed = False
+
+    @property
+    def size(self) -> int:
+        """Passages in the index (0 before ``start``)."""
+        return len(self.knowledge)
+
+    async def start(self) -> None:
+        if self._executor is not None or self._closed:
+            raise RuntimeError("the knowledge base was already started")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parley-knowledge")
+        await self._run(self._start)
+
+    def _start(self) -> None:
+        self.knowledge.open()
+        if self.config.auto_ingest:
+            report = self.knowledge.refresh()
+            if report.changed:
+                log.info("knowledge base updated: %s", report)
+        if len(self.knowledge):
+            # Load the embedding model now, not on the first customer's question.
+            self.knowledge.embedder.encode(["warm up"])
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._executor is None:
+            return
+        await self._run(self.knowledge.close)
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise RuntimeError("the knowledge base is not started")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def retrieve(
+        self, question: str, previous: str | None = None, collections: Collection[str] = ()
+    ) -> Retrieval:
+        return await self._run(lambda: self.knowledge.retrieve(question, previous, collections))
+
+    async def ingest(
+        self, paths: Iterable[str | Path], collection: str = DEFAULT_COLLECTION
+    ) -> IngestReport:
+        chosen = list(paths)
+        return await self._run(lambda: self.knowledge.ingest(chosen, collection))

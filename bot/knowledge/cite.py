@@ -1,0 +1,89 @@
+"""How passages enter the prompt, and how an answer names its sources.
+
+The core writes sources in one neutral form, Markdown links (``[title](url)``), which Discord
+and the web chat render as they are and the Slack adapter turns into ``<url|title>``; a
+document without a URL is cited by title and path, as plain text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bot.knowledge.index import Source
+from bot.knowledge.retrieve import Retrieval
+
+__all__ = [
+    "FOOTER_HEADING",
+    "cited_sources",
+    "format_sources",
+    "knowledge_prompt",
+    "strip_sources",
+]
+
+FOOTER_HEADING = "Sources:"
+INSTRUCTIONS = (
+    "Answer the customer's question using only the numbered sources below. If they do not"
+    " contain the answer, say that you don't know and offer to connect the customer with a"
+    " human. Never invent policies, prices, dates, links or contact details."
+)
+#: A further document is cited only when it is about as close to the question as the best one.
+CITE_MARGIN = 0.08
+
+
+def numbered(retrieval: Retrieval) -> list[tuple[int, Source, list[str]]]:
+    """The retrieved documents numbered in rank order, each with its passages (as text)."""
+    groups: dict[Source, list[str]] = {}
+    for hit in retrieval.hits:
+        heading = f"({hit.passage.heading}) " if hit.passage.heading else ""
+        groups.setdefault(hit.passage.source, []).append(heading + hit.passage.text)
+    return [(n, source, texts) for n, (source, texts) in enumerate(groups.items(), start=1)]
+
+
+def knowledge_prompt(system_prompt: str, retrieval: Retrieval, keep: int | None = None) -> str:
+    """The system prompt with the first ``keep`` numbered sources (all by default)."""
+    blocks = [
+        f"[{n}] {source.title}\n" + "\n".join(texts)
+        for n, source, texts in numbered(retrieval)[:keep]
+    ]
+    return "\n\n".join([system_prompt, INSTRUCTIONS, *blocks])
+
+
+def cited_sources(retrieval: Retrieval, max_sources: int, min_score: float) -> list[Source]:
+    """The documents an answer lists: the best one, and others nearly as close to the
+    question (each above the threshold), at most ``max_sources``."""
+    best: dict[Source, float] = {}
+    for hit in retrieval.hits:
+        source = hit.passage.source
+        best[source] = max(best.get(source, -1.0), hit.similarity)
+    ranked = retrieval.sources()
+    if not ranked or max_sources <= 0:
+        return []
+    top = max(best.values())
+    chosen = [ranked[0]]
+    for source in ranked[1:]:
+        if len(chosen) >= max_sources:
+            break
+        if best[source] >= min_score and best[source] >= top - CITE_MARGIN:
+            chosen.append(source)
+    return chosen
+
+
+def _escape(title: str) -> str:
+    return title.replace("[", "(").replace("]", ")")
+
+
+def format_sources(sources: Sequence[Source]) -> str:
+    """The plain-text footer an answer ends with ("" without sources)."""
+    if not sources:
+        return ""
+    lines = [
+        f"- [{_escape(s.title)}]({s.url})" if s.url else f"- {s.title} ({s.path})" for s in sources
+    ]
+    return "\n".join([FOOTER_HEADING, *lines])
+
+
+def strip_sources(text: str) -> str:
+    """An answer without its sources footer (for the prompt's history)."""
+    marker = f"\n\n{FOOTER_HEADING}\n- "
+    at = text.rfind(marker)
+    return text[:at] if at >= 0 else text

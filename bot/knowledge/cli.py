@@ -1,0 +1,105 @@
+"""``parley kb``: ingest documents, search the knowledge base, list its sources."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from datetime import UTC, datetime
+
+from bot.config import Config
+from bot.knowledge.base import DEFAULT_COLLECTION, Knowledge
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    kb = commands.add_parser("kb", help="the knowledge base: ingest, search, list")
+    actions = kb.add_subparsers(dest="kb_command", metavar="ACTION", required=True)
+    ingest = actions.add_parser(
+        "ingest", help="read Markdown, text and HTML files (folders recursively) into the index"
+    )
+    ingest.add_argument("paths", nargs="+", metavar="PATH")
+    ingest.add_argument(
+        "--collection", default=DEFAULT_COLLECTION, help="the collection policies refer to"
+    )
+    search = actions.add_parser("search", help="the passages a question finds, with scores")
+    search.add_argument("question")
+    search.add_argument("-k", type=int, default=5, help="how many passages to show")
+    search.add_argument("--collection", action="append", default=[], help="only these")
+    actions.add_parser("list", help="the documents in the index")
+
+
+def run(config: Config, args: argparse.Namespace) -> int:
+    knowledge = Knowledge(config.knowledge, config.store.path)
+    knowledge.open()
+    try:
+        if args.kb_command == "ingest":
+            return _ingest(knowledge, args.paths, args.collection)
+        if config.knowledge.enabled and config.knowledge.auto_ingest:
+            # As the service would on start, so a fresh checkout can search the sample at once.
+            knowledge.refresh()
+        if args.kb_command == "search":
+            return _search(knowledge, args.question, args.k, args.collection)
+        return _list(knowledge)
+    finally:
+        knowledge.close()
+
+
+def _ingest(knowledge: Knowledge, paths: list[str], collection: str) -> int:
+    try:
+        report = knowledge.ingest(paths, collection)
+    except FileNotFoundError as exc:
+        print(f"parley: {exc.args[0]}", file=sys.stderr)
+        return 2
+    for label, items in (("added", report.added), ("updated", report.updated)):
+        for path in items:
+            print(f"{label:>8}  {path}")
+    print(report)
+    return 0
+
+
+def _search(knowledge: Knowledge, question: str, k: int, collections: list[str]) -> int:
+    if not len(knowledge):
+        print("The knowledge base is empty: add documents with 'parley kb ingest PATH…'.")
+        return 1
+    found = knowledge.search(question, k=k, collections=collections)
+    threshold = knowledge.config.min_score
+    verdict = (
+        "answers from these passages"
+        if found.confident
+        else "would say it doesn't know (and offer a human)"
+    )
+    print(
+        f"Best similarity {found.best_similarity:.2f} against min_score {threshold:.2f}:"
+        f" the bot {verdict}."
+    )
+    print()
+    print(f"{'#':>2}  {'fused':>6}  {'cosine':>6}  {'bm25':>5}  source")
+    for n, hit in enumerate(found.hits, start=1):
+        passage = hit.passage
+        where = " › ".join(part for part in (passage.source.title, passage.heading) if part)
+        print(
+            f"{n:>2}  {hit.score:>6.4f}  {hit.similarity:>6.2f}  {hit.bm25:>5.1f}  {where}"
+            f"  ({passage.source.link})"
+        )
+        snippet = " ".join(passage.text.split())
+        print(textwrap.indent(textwrap.shorten(snippet, 220, placeholder=" …"), " " * 30))
+    return 0
+
+
+def _list(knowledge: Knowledge) -> int:
+    sources = knowledge.sources()
+    if not sources:
+        print("The knowledge base is empty: add documents with 'parley kb ingest PATH…'.")
+        return 0
+    print(f"{'collection':<12}  {'passages':>8}  {'ingested (UTC)':<16}  title — path or URL")
+    for info in sources:
+        when = datetime.fromtimestamp(info.ingested_at, UTC).strftime("%Y-%m-%d %H:%M")
+        print(
+            f"{info.collection:<12}  {info.passages:>8}  {when:<16}  {info.title}"
+            f" — {info.url or info.path}"
+        )
+    total = sum(info.passages for info in sources)
+    print(f"{len(sources)} documents, {total} passages")
+    return 0
