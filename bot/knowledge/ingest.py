@@ -207,17 +207,24 @@ def _html(text: str) -> tuple[str, str, list[Section]]:
     return parser.h1 or parser.title, parser.url, parser.sections
 
 
+_BLOCK_LINE = re.compile(r"^(?:[|>*+-]|\d+[.)] |```|~~~)")
+
+
 def _tidy(text: str) -> str:
-    """Collapse runs of spaces and blank lines; keep paragraph breaks."""
+    """Collapse runs of spaces and blank lines, and rejoin hard-wrapped lines (a soft line
+    break is a space); keep paragraph breaks, list items and table rows on their own lines."""
     lines = [" ".join(line.split()) for line in text.split("\n")]
     paragraphs: list[str] = []
     current: list[str] = []
     for line in lines:
-        if line:
+        if not line:
+            if current:
+                paragraphs.append("\n".join(current))
+                current = []
+        elif current and not _BLOCK_LINE.match(line) and not current[-1].startswith("|"):
+            current[-1] = f"{current[-1]} {line}"
+        else:
             current.append(line)
-        elif current:
-            paragraphs.append("\n".join(current))
-            current = []
     if current:
         paragraphs.append("\n".join(current))
     return "\n\n".join(paragraphs)

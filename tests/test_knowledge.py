@@ -1,0 +1,390 @@
+"""The knowledge base: reading documents, finding the right passage, and answers that cite
+their sources or say they don't know — through the real service, with a scripted model.
+
+The embedding model (the bundled all-MiniLM-L6-v2) is loaded once for the module, and the sample
+knowledge base ingested once; each test that changes an index gets its own database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import Stemmer
+from bm25s.stopwords import STOPWORDS_EN
+
+from adapters.memory import MemoryAdapter, MemoryReply
+from bot import cli
+from bot.config import Config, KnowledgeConfig, LimitsConfig, StoreConfig
+from bot.conversation import ConversationManager
+from bot.events import Event
+from bot.knowledge import base as knowledge_base
+from bot.knowledge.base import Knowledge, KnowledgeBase
+from bot.knowledge.cite import FOOTER_HEADING, strip_sources
+from bot.knowledge.embed import Embedder
+from bot.knowledge.ingest import parse, read_document
+from bot.service import Service
+from bot.store import SQLiteStore
+from tests.scripted import ScriptedBackend
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "config" / "knowledge"
+QUESTIONS = ROOT / "tests" / "data" / "kb_questions.jsonl"
+NO_LIMITS = LimitsConfig(user_per_minute=0, channel_per_minute=0, bot_messages_per_channel_minute=0)
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder()
+
+
+@pytest.fixture(scope="module")
+def sample(embedder: Embedder, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Knowledge]:
+    """The sample knowledge base, ingested once (read-only for the tests that use it)."""
+    db = tmp_path_factory.mktemp("kb") / "parley.db"
+    knowledge = Knowledge(KnowledgeConfig(paths=[str(SAMPLE)]), str(db), embedder)
+    knowledge.open()
+    knowledge.refresh()
+    yield knowledge
+    knowledge.close()
+
+
+def _articles(found: object) -> list[str]:
+    return [Path(s.path).name for s in found.sources()]  # type: ignore[attr-defined]
+
+
+# -- reading documents ---------------------------------------------------------------------------
+
+
+def test_markdown_splits_along_headings_with_title_and_front_matter() -> None:
+    text = (
+        "---\ntitle: Refunds\nurl: https://help.example.com/refunds\n---\n"
+        "Intro before any section.\n\n"
+        "## Who can ask\n\nAnyone within 30 days.\n\n"
+        "### Exceptions\n\nNot gift cards.\n\n"
+        "```sh\n# not a heading, a shell comment\ncurl …\n```\n\n"
+        "## How\n\nWrite to us.\n"
+    )
+    document = parse(text, ".md", "kb/refunds.md", "digest", fallback_title="refunds")
+    assert document.title == "Refunds"
+    assert document.url == "https://help.example.com/refunds"
+    assert [(s.heading, s.text.splitlines()[0]) for s in document.sections] == [
+        ("", "Intro before any section."),
+        ("Who can ask", "Anyone within 30 days."),
+        ("Exceptions", "Not gift cards."),
+        ("How", "Write to us."),
+    ]
+    assert "# not a heading" in document.sections[2].text
+
+
+def test_markdown_title_comes_from_the_first_level_one_heading(tmp_path: Path) -> None:
+    path = tmp_path / "shipping-times.md"
+    path.write_text("# Delivery times\n\n## Europe\n\nFour days.\n")
+    document = read_document(path)
+    assert document.title == "Delivery times"
+    assert [s.heading for s in document.sections] == ["Europe"]
+    path.write_text("Just text, no heading.\n")
+    assert read_document(path).title == "Shipping times"
+
+
+def test_html_keeps_headings_and_text_and_drops_scripts_and_navigation() -> None:
+    html = """<html><head><title>Help: Returns</title>
+    <link rel="canonical" href="https://help.example.com/returns"><style>p{}</style></head>
+    <body><nav>Home | Help</nav><h1>Returns</h1><p>Within 30 days.</p>
+    <h2>Labels</h2><p>We email a <b>prepaid</b> label.</p><script>track()</script>
+    <ul><li>Pack it</li><li>Send it</li></ul></body></html>"""
+    document = parse(html, ".html", "returns.html", "d", fallback_title="returns")
+    assert document.title == "Returns"
+    assert document.url == "https://help.example.com/returns"
+    assert [s.heading for s in document.sections] == ["", "Labels"]
+    labels = document.sections[1].text
+    assert "We email a prepaid label." in labels and "- Pack it" in labels
+    assert "track()" not in labels and "Home | Help" not in document.sections[0].text
+
+
+def test_a_long_section_is_cut_at_paragraphs_into_readable_passages() -> None:
+    paragraphs = [f"Paragraph {n}. " + "word " * 60 for n in range(12)]
+    document = parse("## Long\n\n" + "\n\n".join(paragraphs), ".md", "x.md", "d", "x")
+    assert len(document.sections) > 2
+    assert all(s.heading == "Long" and len(s.text) <= 1200 for s in document.sections)
+    assert all(s.text.startswith("Paragraph") for s in document.sections)
+    assert sum(s.text.count("Paragraph") for s in document.sections) == 12
+
+
+# -- the index ----------------------------------------------------------------------------------
+
+
+def test_reingesting_a_changed_file_replaces_its_passages(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    (folder / "hours.md").write_text("# Opening hours\n\n## Weekdays\n\nWe open at 9 am.\n")
+    (folder / "notes.txt").write_text("Parking is behind the building.\n")
+    knowledge = Knowledge(KnowledgeConfig(paths=[str(folder)]), str(tmp_path / "p.db"), embedder)
+    knowledge.open()
+    first = knowledge.refresh()
+    assert len(first.added) == 2 and first.passages == 2
+
+    (folder / "hours.md").write_text(
+        "# Opening hours\n\n## Weekdays\n\nWe open at 10 am.\n\n## Weekends\n\nClosed.\n"
+    )
+    second = knowledge.refresh()
+    assert [Path(p).name for p in second.updated] == ["hours.md"]
+    assert [Path(p).name for p in second.unchanged] == ["notes.txt"]
+    texts = [p.text for p in knowledge.retriever.passages]
+    assert "We open at 10 am." in texts and "Closed." in texts
+    assert "We open at 9 am." not in texts
+
+    (folder / "notes.txt").unlink()
+    third = knowledge.refresh()
+    assert len(third.removed) == 1 and third.passages == 2
+    assert [s.title for s in knowledge.sources()] == ["Opening hours"]
+    knowledge.close()
+
+    # The passages live in the store's database file, in their own tables.
+    with sqlite3.connect(tmp_path / "p.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM kb_passages").fetchone() == (2,)
+
+
+def test_collections_limit_where_answers_come_from(tmp_path: Path, embedder: Embedder) -> None:
+    (tmp_path / "billing.md").write_text("# Invoices\n\nInvoices are emailed monthly.\n")
+    (tmp_path / "tech.md").write_text("# Sync errors\n\nRestart the app to rescan files.\n")
+    knowledge = Knowledge(KnowledgeConfig(paths=[]), str(tmp_path / "p.db"), embedder)
+    knowledge.open()
+    knowledge.ingest([tmp_path / "billing.md"], collection="billing")
+    knowledge.ingest([tmp_path / "tech.md"], collection="tech")
+    question = "where do i find my monthly invoice"
+    assert knowledge.search(question).sources()[0].title == "Invoices"
+    only_tech = knowledge.search(question, collections=["tech"])
+    assert {s.title for s in only_tech.sources()} == {"Sync errors"}
+    knowledge.close()
+
+
+# -- retrieval on the sample knowledge base ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("question", "article"),
+    [
+        ("i forgot my pasword and cant log in", "resetting-your-password.md"),
+        ("how do i get a refnud for my anual plan", "refund-policy.md"),
+        ("do you deliver the backup device to australia?", "shipping.md"),
+        ("are you open on sundays", "contacting-support.md"),
+    ],
+)
+def test_customer_questions_find_the_article_that_answers_them(
+    sample: Knowledge, question: str, article: str
+) -> None:
+    found = sample.retrieve(question)
+    assert found.confident
+    assert _articles(found)[0] == article
+
+
+@pytest.mark.parametrize(
+    "question", ["how do i bake sourdough bread", "who won the football world cup in 2018"]
+)
+def test_questions_the_knowledge_base_cannot_answer_are_not_confident(
+    sample: Knowledge, question: str
+) -> None:
+    assert not sample.retrieve(question).confident
+
+
+def test_the_evaluation_set_is_large_realistic_and_points_at_real_articles() -> None:
+    rows = [json.loads(line) for line in QUESTIONS.read_text().splitlines()]
+    answerable = [r for r in rows if r["article"]]
+    assert len(answerable) >= 60 and len(rows) - len(answerable) >= 15
+    stemmer = Stemmer.Stemmer("english")
+    ignore = set(STOPWORDS_EN) | {"your", "you", "my", "i"}
+
+    def terms(text: str) -> set[str]:
+        words = [w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in ignore]
+        return set(stemmer.stemWords(words))
+
+    for row in answerable:
+        title = read_document(SAMPLE / row["article"]).title
+        # Phrased as customers write, not with the article's own words.
+        assert not terms(title) & terms(row["question"]), row
+
+
+# -- answers through the service -----------------------------------------------------------------
+
+
+async def _service(
+    tmp_path: Path,
+    embedder: Embedder,
+    backend: ScriptedBackend,
+    paths: list[str] | None = None,
+    sample: Knowledge | None = None,
+) -> Service:
+    knowledge = KnowledgeConfig(paths=[str(SAMPLE)] if paths is None else paths)
+    if sample is not None:
+        # A copy of the sample's index: start-up finds every file unchanged, nothing to embed.
+        with sqlite3.connect(tmp_path / "parley.db") as copy:
+            sample.index._conn().backup(copy)
+    config = Config(
+        store=StoreConfig(path=str(tmp_path / "parley.db")), limits=NO_LIMITS, knowledge=knowledge
+    )
+    kb = KnowledgeBase(knowledge, config.store.path, embedder)
+    service = Service(config, backend, SQLiteStore(config.store.path), kb)
+    await service.start()
+    return service
+
+
+async def test_an_answer_comes_from_the_sources_and_lists_them(
+    tmp_path: Path, embedder: Embedder, sample: Knowledge
+) -> None:
+    backend = ScriptedBackend("Yearly plans can be refunded within 30 days.")
+    service = await _service(tmp_path, embedder, backend, sample=sample)
+    text = (
+        await MemoryAdapter(service)
+        .send("i paid for a year yesterday and changed my mind, money back?")
+        .wait()
+    )
+
+    system = backend.prompts[0][0].content
+    assert "using only the numbered sources below" in system
+    assert "[1] Refund policy" in system and "within 30 days of the first payment" in system
+    answer, footer = text.split(f"\n\n{FOOTER_HEADING}\n")
+    assert answer == "Yearly plans can be refunded within 30 days."
+    assert footer.splitlines()[0] == "- Refund policy (config/knowledge/refund-policy.md)"
+    await service.close()
+
+
+async def test_a_question_nothing_answers_gets_the_dont_know_message_without_the_model(
+    tmp_path: Path, embedder: Embedder, sample: Knowledge
+) -> None:
+    backend = ScriptedBackend("Bread needs flour, water and salt.")
+    service = await _service(tmp_path, embedder, backend, sample=sample)
+    reply = MemoryAdapter(service).send("how do i bake sourdough bread")
+    text = await reply.wait()
+    assert text == KnowledgeConfig().dont_know_message
+    assert not reply.started and backend.prompts == []
+    with sqlite3.connect(tmp_path / "parley.db") as db:
+        rows = db.execute("SELECT role, status FROM messages ORDER BY id").fetchall()
+    # Recorded as a don't-know, which handoff and `parley report` count.
+    assert rows == [("user", "complete"), ("assistant", "dont_know")]
+    await service.close()
+
+
+async def test_the_answer_result_says_dont_know_for_handoff_to_count(
+    tmp_path: Path, embedder: Embedder, sample: Knowledge
+) -> None:
+    config = KnowledgeConfig(paths=[str(SAMPLE)])
+    with sqlite3.connect(tmp_path / "parley.db") as copy:
+        sample.index._conn().backup(copy)
+    store = SQLiteStore(str(tmp_path / "parley.db"))
+    await store.open()
+    kb = KnowledgeBase(config, store.path, embedder)
+    manager = ConversationManager(
+        store, ScriptedBackend("ok"), Config().bot, Config().model, knowledge=kb
+    )
+    await manager.start()
+    outside, inside = MemoryReply(), MemoryReply()
+    event = Event(platform="memory", channel="c", user="u", text="")
+    unknown = await manager.submit(event, "what movies are playing tonight", outside)
+    known = await manager.submit(event, "can i pay with paypal", inside)
+    assert unknown.outcome == "dont_know" and unknown.sources == ()
+    assert known.outcome == "answered"
+    assert known.sources[0].title == "Payment methods"
+    await manager.close()
+    await store.close()
+
+
+async def test_small_talk_and_follow_ups_are_answered_without_a_dont_know(
+    tmp_path: Path, embedder: Embedder, sample: Knowledge
+) -> None:
+    backend = ScriptedBackend("Happy to help!")
+    service = await _service(tmp_path, embedder, backend, sample=sample)
+    chat = MemoryAdapter(service)
+    assert await chat.send("hi there!").wait() == "Happy to help!"
+    assert "sources" not in backend.prompts[-1][0].content
+
+    await chat.send("my card got declined when you tried to renew").wait()
+    follow_up = await chat.send("and how many days before everything stops?").wait()
+    assert "- When a payment fails (config/knowledge/failed-payments.md)" in follow_up
+    # The earlier answer is in the prompt without its footer: sources are numbered afresh.
+    earlier = [m.content for m in backend.prompts[-1] if m.role == "assistant"]
+    assert earlier == ["Happy to help!", "Happy to help!"]
+    await service.close()
+
+
+async def test_documents_with_a_url_are_cited_as_markdown_links(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    (folder / "refunds.md").write_text(
+        "---\nurl: https://help.example.com/refunds\n---\n# Getting your money back\n\n"
+        "## Timing\n\nRefunds of a yearly plan are possible within 30 days of paying.\n"
+    )
+    backend = ScriptedBackend("Within 30 days.")
+    service = await _service(tmp_path, embedder, backend, paths=[str(folder)])
+    text = await MemoryAdapter(service).send("can i get a refund on my yearly plan").wait()
+    assert text.endswith(
+        f"{FOOTER_HEADING}\n- [Getting your money back](https://help.example.com/refunds)"
+    )
+    assert strip_sources(text) == "Within 30 days."
+    await service.close()
+
+
+async def test_an_empty_knowledge_base_answers_as_before(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    backend = ScriptedBackend("Hello! How can I help?")
+    service = await _service(tmp_path, embedder, backend, paths=[])
+    text = await MemoryAdapter(service).send("how do i bake sourdough bread").wait()
+    assert text == "Hello! How can I help?"
+    assert backend.prompts[0][0].content == service.conversations.system_prompt
+    await service.close()
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def test_kb_commands_ingest_search_and_list(
+    tmp_path: Path,
+    embedder: Embedder,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(knowledge_base, "Embedder", lambda name: embedder)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "hours.md").write_text(
+        "# Opening hours\n\n## Weekdays\n\nThe help desk answers from 9 am to 5 pm.\n"
+    )
+    (folder / "faq.html").write_text(
+        "<title>FAQ</title><h2>Parking</h2><p>Visitors park behind the building.</p>"
+    )
+    config = tmp_path / "parley.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "parley.db"}"\n[knowledge]\npaths = []\n')
+    assert cli.main(["--config", str(config), "kb", "ingest", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "2 added" in out and "2 passages" in out
+
+    assert cli.main(["--config", str(config), "kb", "search", "where can visitors leave cars"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert "the bot answers from these passages" in lines[0]
+    assert re.match(r"\s*1\s+0\.\d+\s+0\.\d\d\s+\d+\.\d\s+FAQ › Parking", lines[3])
+
+    assert cli.main(["--config", str(config), "kb", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "FAQ" in out and "Opening hours" in out and "2 documents, 2 passages" in out
+
+    assert cli.main(["--config", str(config), "kb", "ingest", str(tmp_path / "missing")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_the_shipped_default_answers_from_the_sample_knowledge_base() -> None:
+    config = Config()
+    assert config.knowledge.enabled and config.knowledge.auto_ingest
+    assert [knowledge_base.resolve(p) for p in config.knowledge.paths] == [SAMPLE.resolve()]
+    assert 20 <= len(list(SAMPLE.glob("*.md"))) <= 40
+    assert dataclasses.asdict(config.knowledge)["min_score"] > 0
