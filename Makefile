@@ -37,6 +37,8 @@ format: setup
 	$(BIN)/ruff check --fix bot adapters tests bench
 
 test: setup lint
+	# redis-server for the shared-state tests (tests/test_redis.py).
+	bash .ci/install-redis
 	$(BIN)/pytest
 
 bench: setup

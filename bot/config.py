@@ -77,6 +77,10 @@ class ModelConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     path: str = "data/parley.db"
+    url: str = ""
+    password_env: str = "PARLEY_REDIS_PASSWORD"
+    lock_ttl: float = 30.0
+    prefix: str = "parley:"
 
 
 @dataclass(frozen=True)

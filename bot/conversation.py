@@ -165,7 +165,15 @@ class ConversationManager:
                 job = queue.popleft()
                 answer = Answer(job.text, "", "failed")
                 try:
-                    answer = await self._answer(job)
+                    # Replicas sharing a store answer a conversation one message at a time.
+                    async with self.store.conversation_lock(key):
+                        answer = await self._answer(job)
+                except StoreError:
+                    # Taking the lock failed: _answer deals with its own store faults.
+                    log.exception("cannot take the conversation lock of %s", key)
+                    self.metrics.errors.labels("store").inc()
+                    with contextlib.suppress(Exception):
+                        await job.reply.fail(STORE_DOWN)
                 except Exception:
                     log.exception("answering in %s failed", key)
                 finally:

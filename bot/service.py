@@ -29,7 +29,7 @@ from bot.text import clean_input, cut
 if TYPE_CHECKING:
     from bot.knowledge.base import KnowledgeBase
 
-__all__ = ["Outcome", "Service", "build_service"]
+__all__ = ["Outcome", "Service", "build_backend", "build_service", "build_store"]
 
 log = logging.getLogger(__name__)
 
@@ -368,10 +368,30 @@ def build_backend(config: Config) -> Backend:
     return LocalBackend(config.model)
 
 
+def build_store(config: Config) -> Store:
+    """SQLite at ``store.path``, or Redis when ``store.url`` names one (several replicas)."""
+    url = config.store.url
+    if not url:
+        return SQLiteStore(config.store.path)
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            f"{config.source}: 'store.url' must be empty (SQLite) or a redis://, rediss:// or"
+            " unix:// URL"
+        )
+    from bot.redis_store import RedisStore
+
+    return RedisStore(
+        url,
+        password=config.secret(config.store.password_env),
+        prefix=config.store.prefix,
+        lock_ttl=config.store.lock_ttl,
+    )
+
+
 def build_service(config: Config) -> Service:
     knowledge = None
     if config.knowledge.enabled:
         from bot.knowledge.base import KnowledgeBase
 
         knowledge = KnowledgeBase(config.knowledge, config.store.path)
-    return Service(config, build_backend(config), SQLiteStore(config.store.path), knowledge)
+    return Service(config, build_backend(config), build_store(config), knowledge)

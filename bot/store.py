@@ -7,6 +7,7 @@ connection is only ever touched by the thread that opened it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from abc import ABC, abstractmethod
@@ -136,6 +137,15 @@ class Store(ABC):
     ) -> bool:
         """Rate the bot answer posted as ``reply_id`` somewhere in ``scope``'s channel (its
         thread is ignored: reactions do not say it). False when no such answer is known."""
+
+    def conversation_lock(
+        self, key: ConversationKey
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held while one message in ``key`` is answered, so that replicas sharing a store
+        answer a conversation one message at a time. Entering may raise StoreError.
+
+        Nothing to do by default: one process already orders its own conversations."""
+        return contextlib.nullcontext()
 
 
 class SQLiteStore(Store):

@@ -1,0 +1,381 @@
+"""The store in Redis, shared by several Parley replicas (``store.url = "redis://…"``).
+
+Keys, each under ``store.prefix`` (``parley:`` by default; ``{conv}`` is the conversation key):
+
+=============================  =================================================================
+``conv:{conv}``                list of turns (JSON), oldest first; a reset appends a marker
+``start:{conv}``               index in that list where the context starts (after the last reset)
+``lastq:{conv}``               the latest user message, kept with a rated answer as its question
+``lock:{conv}``                the replica answering there now; its value is its fencing token
+``fence:{conv}``               the last fencing token handed out (only ever grows)
+``asked:{platform}/{ws}/{u}``  sorted set of the user's messages by time, two days of them
+``seen:{marker}``              a delivery already taken (expires)
+``handoff:{conv}``             hash: the open handoff's start and reason
+``handoffs``                   list of handoffs started (JSON), for reports
+``reply:{channel}/{reply_id}`` the answer posted as ``reply_id`` and its question (JSON)
+``feedback``                   hash: ``[conv, reply_id, user]`` → rating (JSON)
+=============================  =================================================================
+
+Ordering across replicas: :meth:`RedisStore.conversation_lock` takes ``lock:{conv}`` for one
+message's answer and renews it while held. Taking it increments ``fence:{conv}``; writes made
+under the lock carry that token and are refused (``StoreError``) once the fence has moved on, so
+a replica that stalled past ``store.lock_ttl`` and lost the lock cannot write out of order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from bot.errors import StoreError
+from bot.events import ConversationKey
+from bot.store import Rating, Role, Status, Store, Turn
+
+__all__ = ["RedisStore", "mask_url"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Quotas count today's messages; two days of them is all a count ever needs.
+_ASKED_SECONDS = 2 * 86400
+_LOCK_POLL_FIRST = 0.02
+_LOCK_POLL_MAX = 0.25
+
+# KEYS: conv, fence, lastq, reply, asked. ARGV: token ('' = not fenced), turn JSON, role,
+# content, reply record prefix ('' = no reply id), user, now, asked member, asked seconds.
+_APPEND = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return redis.error_reply('FENCED')
+end
+redis.call('RPUSH', KEYS[1], ARGV[2])
+if ARGV[3] == 'user' then
+  redis.call('SET', KEYS[3], ARGV[4])
+  if ARGV[6] ~= '' then
+    redis.call('ZADD', KEYS[5], ARGV[7], ARGV[8])
+    redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[7]) - tonumber(ARGV[9]))
+    redis.call('EXPIRE', KEYS[5], ARGV[9])
+  end
+elseif ARGV[3] == 'assistant' and ARGV[5] ~= '' then
+  local question = redis.call('GET', KEYS[3]) or ''
+  redis.call('SET', KEYS[4], ARGV[5] .. cjson.encode(question) .. ']')
+end
+return 1
+"""
+
+# KEYS: conv, start, fence. ARGV: token, marker JSON.
+_RESET = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[1] then
+  return redis.error_reply('FENCED')
+end
+local length = redis.call('RPUSH', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], length)
+return length
+"""
+
+# KEYS: lock, fence. ARGV: ttl ms. The new fencing token, or nil when someone holds the lock.
+_ACQUIRE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return false
+end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
+return token
+"""
+
+# KEYS: lock. ARGV: token, ttl ms.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+#: The fencing tokens of the conversation locks the current task holds, by store and key.
+_held: ContextVar[dict[tuple[int, str], str]] = ContextVar("parley_redis_fences", default={})  # noqa: B039
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced, fit for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+class RedisStore(Store):
+    def __init__(
+        self,
+        url: str,
+        *,
+        password: str | None = None,
+        prefix: str = "parley:",
+        lock_ttl: float = 30.0,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.lock_ttl = lock_ttl
+        self._password = password
+        self._client: aioredis.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"RedisStore({mask_url(self.url)!r})"
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._client is not None:
+            raise RuntimeError("store is already open")
+        client = aioredis.Redis.from_url(
+            self.url,
+            password=self._password,
+            decode_responses=True,
+            socket_connect_timeout=5,
+            socket_timeout=10,
+            health_check_interval=30,
+        )
+        self._scripts = {
+            name: client.register_script(source)
+            for name, source in (
+                ("append", _APPEND),
+                ("reset", _RESET),
+                ("acquire", _ACQUIRE),
+                ("renew", _RENEW),
+                ("release", _RELEASE),
+            )
+        }
+        self._client = client
+        try:
+            await self._do(client.ping())
+        except BaseException:
+            self._client = None
+            await client.aclose()
+            raise
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def _redis(self) -> aioredis.Redis:
+        if self._client is None:
+            raise RuntimeError("store is not open")
+        return self._client
+
+    async def _do(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except ResponseError as exc:
+            if "FENCED" in str(exc):
+                raise StoreError(
+                    "this replica lost the conversation's lock (it stalled longer than"
+                    " store.lock_ttl); its late write was refused"
+                ) from exc
+            raise StoreError(f"{mask_url(self.url)}: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"{mask_url(self.url)}: {exc or type(exc).__name__}") from exc
+
+    def _key(self, kind: str, name: str | ConversationKey) -> str:
+        return f"{self.prefix}{kind}:{name}"
+
+    def _token(self, key: ConversationKey) -> str:
+        """The fencing token this task writes ``key`` with ("" outside the lock: unfenced)."""
+        return _held.get().get((id(self), str(key)), "")
+
+    def _script(self, name: str, keys: list[str], args: list[Any]) -> Awaitable[Any]:
+        self._redis()
+        return self._do(self._scripts[name](keys=keys, args=args))
+
+    # -- the Store interface ---------------------------------------------------------------
+    async def check(self) -> None:
+        await self._do(self._redis().set(self._key("health", "checked_at"), time.time()))
+
+    async def append(
+        self,
+        key: ConversationKey,
+        role: Role,
+        content: str,
+        *,
+        status: Status = "complete",
+        user: str = "",
+        message_id: str = "",
+    ) -> None:
+        now = time.time()
+        turn = {
+            "role": role,
+            "content": content,
+            "status": status,
+            "user": user,
+            "message_id": message_id,
+            "created_at": now,
+        }
+        channel = "/".join((key.platform, key.workspace, key.channel, ""))
+        # The rated-answer record is completed inside the script with the question it answers.
+        record = ""
+        if role == "assistant" and message_id:
+            record = f"[{json.dumps(str(key))}, {json.dumps(content)}, "
+        asked = self._key("asked", f"{key.platform}/{key.workspace}/{user}")
+        await self._script(
+            "append",
+            [
+                self._key("conv", key),
+                self._key("fence", key),
+                self._key("lastq", key),
+                self._key("reply", channel + message_id),
+                asked,
+            ],
+            [
+                self._token(key),
+                json.dumps(turn),
+                role,
+                content,
+                record,
+                user,
+                now,
+                f"{now}:{uuid.uuid4().hex[:8]}",
+                _ASKED_SECONDS,
+            ],
+        )
+
+    async def history(self, key: ConversationKey, limit: int = 100) -> list[Turn]:
+        redis = self._redis()
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.get(self._key("start", key))
+            pipe.llen(self._key("conv", key))
+            start, length = await self._do(pipe.execute())
+        # The list only grows at its end, so these indices stay valid after the snapshot.
+        first = max(int(start or 0), length - limit)
+        if first >= length:
+            return []
+        rows = await self._do(redis.lrange(self._key("conv", key), first, length - 1))
+        turns = []
+        for row in rows:
+            data = json.loads(row)
+            if data["role"] in ("user", "assistant"):
+                created = datetime.fromtimestamp(data["created_at"], UTC)
+                turns.append(Turn(data["role"], data["content"], created, data["status"]))
+        return turns
+
+    async def reset(self, key: ConversationKey) -> None:
+        marker = json.dumps({"role": "reset", "content": "", "created_at": time.time()})
+        await self._script(
+            "reset",
+            [self._key("conv", key), self._key("start", key), self._key("fence", key)],
+            [self._token(key), marker],
+        )
+
+    async def claim(self, marker: str, ttl: float) -> bool:
+        taken = await self._do(
+            self._redis().set(self._key("seen", marker), 1, nx=True, px=max(1, int(ttl * 1000)))
+        )
+        return bool(taken)
+
+    async def count_questions(
+        self, platform: str, workspace: str, user: str, since: datetime
+    ) -> int:
+        asked = self._key("asked", f"{platform}/{workspace}/{user}")
+        return int(await self._do(self._redis().zcount(asked, since.timestamp(), "+inf")))
+
+    async def start_handoff(self, key: ConversationKey, reason: str) -> None:
+        now = time.time()
+        async with self._redis().pipeline(transaction=True) as pipe:
+            pipe.hset(self._key("handoff", key), mapping={"started_at": now, "reason": reason})
+            entry = {"conversation": str(key), "reason": reason, "started_at": now}
+            pipe.rpush(f"{self.prefix}handoffs", json.dumps(entry))
+            await self._do(pipe.execute())
+
+    async def handoff_since(self, key: ConversationKey) -> datetime | None:
+        started = await self._do(self._redis().hget(self._key("handoff", key), "started_at"))
+        return datetime.fromtimestamp(float(started), UTC) if started is not None else None
+
+    async def end_handoff(self, key: ConversationKey) -> None:
+        await self._do(self._redis().delete(self._key("handoff", key)))
+
+    async def add_feedback(
+        self, scope: ConversationKey, reply_id: str, user: str, rating: Rating
+    ) -> bool:
+        channel = "/".join((scope.platform, scope.workspace, scope.channel, ""))
+        found = await self._do(self._redis().get(self._key("reply", channel + reply_id)))
+        if found is None:
+            return False
+        conversation, answer, question = json.loads(found)
+        field = json.dumps([conversation, reply_id, user])
+        value = {
+            "rating": rating,
+            "question": question,
+            "answer": answer,
+            "created_at": time.time(),
+        }
+        # One rating per person and answer: changing one's mind replaces it.
+        await self._do(self._redis().hset(f"{self.prefix}feedback", field, json.dumps(value)))
+        return True
+
+    # -- ordering across replicas ----------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def conversation_lock(self, key: ConversationKey) -> AsyncIterator[None]:
+        lock, ttl_ms = self._key("lock", key), max(1, int(self.lock_ttl * 1000))
+        token = await self._acquire(lock, self._key("fence", key), ttl_ms)
+        held = {**_held.get(), (id(self), str(key)): token}
+        reset = _held.set(held)
+        renewer = asyncio.create_task(self._renew(lock, token, ttl_ms), name=f"lock {key}")
+        try:
+            yield
+        finally:
+            _held.reset(reset)
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            try:
+                await asyncio.shield(self._script("release", [lock], [token]))
+            except StoreError:
+                # It expires by itself within lock_ttl; the next holder only waits for that.
+                log.warning("cannot release the lock of %s", key, exc_info=True)
+
+    async def _acquire(self, lock: str, fence: str, ttl_ms: int) -> str:
+        """Wait for the lock (another replica answering here holds it), then take it."""
+        delay = _LOCK_POLL_FIRST
+        while True:
+            token = await self._script("acquire", [lock, fence], [ttl_ms])
+            if token is not None:
+                return str(token)
+            # Polling, not pub/sub: a holder renews or releases within one answer, and a
+            # crashed one is only noticed through the TTL anyway.
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, _LOCK_POLL_MAX)
+
+    async def _renew(self, lock: str, token: str, ttl_ms: int) -> None:
+        while True:
+            await asyncio.sleep(ttl_ms / 3000)
+            try:
+                renewed = await self._script("renew", [lock], [token, ttl_ms])
+            except StoreError:
+                log.warning("cannot renew the conversation lock %s", lock, exc_info=True)
+                continue
+            if not renewed:
+                # Lost (it expired while this replica stalled): writes are now refused.
+                log.warning("lost the conversation lock %s", lock)
+                return
