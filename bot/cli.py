@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
         "reload", help="ask the running service to re-read its config (via the ops port)"
     )
     reload.add_argument("--url", default=None, help="ops base URL (default from [ops])")
+    commands.add_parser(
+        "doctor", help="check the model server (or local model) and the store, one line each"
+    )
     report = commands.add_parser("report", help="what the bot did lately, and what to improve")
     report.add_argument("--days", type=float, default=7.0, help="the period to report on")
     from bot.knowledge.cli import add_parser as add_kb_parser
@@ -88,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ParleyError as exc:
             print(f"parley: {exc}", file=sys.stderr)
             return 2
+    if args.command == "doctor":
+        from bot.doctor import doctor
+
+        return asyncio.run(doctor(config))
     if args.command == "report":
         from bot.report import build_report, format_report
 

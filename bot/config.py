@@ -32,6 +32,7 @@ __all__ = [
     "PolicyConfig",
     "PolicyOverride",
     "PolicySettings",
+    "RemoteConfig",
     "SlackConfig",
     "StoreConfig",
     "load_config",
@@ -72,6 +73,7 @@ class ModelConfig:
     max_tokens_in_flight: int = 16384
     prefill_chunk_tokens: int = 256
     quantize: Literal["none", "int8"] = "none"
+    backend: Literal["local", "remote"] = "local"
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,20 @@ class StoreConfig:
     password_env: str = "PARLEY_REDIS_PASSWORD"
     lock_ttl: float = 30.0
     prefix: str = "parley:"
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    base_urls: list[str] = field(default_factory=lambda: ["http://127.0.0.1:8000"])
+    model: str = ""
+    api_key_env: str = "PARLEY_REMOTE_API_KEY"
+    tokenizer: str = ""
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    retries: int = 3
+    backoff: float = 0.5
+    cooldown: float = 30.0
+    max_in_flight: int = 256
 
 
 @dataclass(frozen=True)
@@ -236,6 +252,7 @@ class SlackConfig:
 class Config:
     bot: BotConfig = field(default_factory=BotConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    remote: RemoteConfig = field(default_factory=RemoteConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
     log: LogConfig = field(default_factory=LogConfig)

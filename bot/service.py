@@ -363,6 +363,10 @@ class Service:
 
 
 def build_backend(config: Config) -> Backend:
+    if config.model.backend == "remote":
+        from bot.generation.remote import RemoteBackend
+
+        return RemoteBackend(config.remote, config.model)
     from bot.generation.local import LocalBackend
 
     return LocalBackend(config.model)
