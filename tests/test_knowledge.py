@@ -308,6 +308,10 @@ async def test_small_talk_and_follow_ups_are_answered_without_a_dont_know(
     await chat.send("my card got declined when you tried to renew").wait()
     follow_up = await chat.send("and how many days before everything stops?").wait()
     assert "- When a payment fails (config/knowledge/failed-payments.md)" in follow_up
+    # A new question is not a follow-up: it does not borrow the earlier one's topic.
+    assert await chat.send("how do i bake sourdough bread").wait() == (
+        KnowledgeConfig().dont_know_message
+    )
     # The earlier answer is in the prompt without its footer: sources are numbered afresh.
     earlier = [m.content for m in backend.prompts[-1] if m.role == "assistant"]
     assert earlier == ["Happy to help!", "Happy to help!"]

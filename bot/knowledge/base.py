@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +32,11 @@ T = TypeVar("T")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_COLLECTION = "default"
+#: Words by which a message refers back to the one before ("and what does it cost?").
+_FOLLOW_UP = re.compile(
+    r"^\s*(?:and|also|but|so|what about|how about)\b"
+    r"|\b(?:it|its|it's|that|this|those|these|them|they|there|then|one|too)\b"
+)
 
 
 @dataclass
@@ -181,9 +187,10 @@ class Knowledge:
         self, question: str, previous: str | None = None, collections: Collection[str] = ()
     ) -> Retrieval:
         """Search for ``question``; a follow-up ("and how long does that take?") that finds
-        nothing alone is searched again together with the ``previous`` question."""
+        nothing alone is searched again together with the ``previous`` question. A new
+        question that merely follows an answered one is not: it would borrow its topic."""
         found = self.search(question, collections=collections)
-        if found.confident or not previous:
+        if found.confident or not previous or not _FOLLOW_UP.search(question.lower()):
             return found
         joined = self.search(f"{previous}\n{question}", collections=collections)
         return joined if joined.confident else found
