@@ -232,6 +232,7 @@ class DiscordConfig:
     allow_roles: list[str] = field(default_factory=list)
     deny_users: list[str] = field(default_factory=list)
     allow_bots: list[str] = field(default_factory=list)
+    guild_ready_timeout: float = 2.0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,443 @@
+"""Discord, on discord.py: messages and slash commands become Events; answers are replies to
+the triggering message, streamed by editing; 👍/👎 reactions on answers are ratings.
+
+discord.py does the platform's work (gateway heartbeats, RESUME, reconnect backoff, REST 429
+waits); this module converts at the edge and hands each event to ``Service.handle`` in a task it
+tracks, at most ``bot.max_pending`` at once: discord.py itself starts one task per gateway event
+without a bound, so past that a message addressed to the bot is answered "busy" at once and any
+other is dropped. The core decides whether to answer (mention, policy, duplicates: a redelivery
+after a RESUME carries the same message id). ``[discord]``'s allow/deny lists are a first filter
+at the edge, before ``[policy]``.
+
+Endpoints: discord.py keeps its REST base and gateway URL in class attributes
+(``discord.http.Route.BASE``, ``discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY``). ``run()``
+sets them from ``[discord]`` for the whole process and restores them on the way out, so one
+process runs one Discord adapter at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import discord
+import yarl
+from discord import app_commands
+
+from adapters.discord_reply import NO_PINGS, DiscordReply, InteractionSink, MessageSink
+from bot.config import Config, DiscordConfig
+from bot.conversation import BUSY
+from bot.errors import ConfigError, PlatformError
+from bot.events import ConversationKey, Event
+from bot.service import Service
+from bot.store import Rating
+
+__all__ = ["DiscordAdapter", "create", "enabled", "readable", "to_event"]
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+PORTAL = "https://discord.com/developers/applications"
+INTENT_REFUSED = (
+    "Discord refused the Message Content intent: turn on 'Message Content Intent' under Bot ->"
+    f" Privileged Gateway Intents for this application in the developer portal ({PORTAL})"
+)
+NOT_HERE = "Sorry, I can't answer that here."
+FINAL_CLOSE_CODES = {
+    4004: "the token was refused",
+    4010: "invalid shard",
+    4011: "this bot is in too many guilds for one connection: set discord.shards",
+    4012: "invalid gateway version",
+    4013: "invalid intents",
+}
+# Messages people write; joins, pins, boosts and other system messages are not questions.
+ANSWERABLE = (discord.MessageType.default, discord.MessageType.reply)
+
+_MARKUP = re.compile(r"<(@!?|@&|#)(\d+)>|<a?:(\w+):\d+>")
+_LEADING_USER = re.compile(r"\s*<@!?(\d+)>")
+RATINGS: dict[str, Rating] = {"👍": "up", "👎": "down"}
+_SPACES = re.compile(r"[ \t]{2,}")
+
+
+def enabled(config: Config) -> bool:
+    section = config.discord
+    if section.enabled is False:
+        return False
+    has_token = config.secret(section.token_env) is not None
+    if section.enabled is True and not has_token:
+        raise ConfigError(
+            f"{config.source}: 'discord.enabled' is true but ${section.token_env} is not set"
+        )
+    return has_token
+
+
+def create(config: Config, service: Service) -> DiscordAdapter:
+    return DiscordAdapter(config, service)
+
+
+def readable(
+    content: str,
+    bot_id: int,
+    users: Mapping[int, str],
+    roles: Mapping[int, str],
+    channel_name: Callable[[int], str | None],
+) -> str:
+    """``content`` as plain text: the bot's mention removed, other mentions as @name / #name."""
+
+    def swap(match: re.Match[str]) -> str:
+        kind, number, emoji = match.group(1), match.group(2), match.group(3)
+        if emoji is not None:
+            return f":{emoji}:"
+        ident = int(number)
+        if kind in ("@", "@!"):
+            return "" if ident == bot_id else "@" + users.get(ident, "user")
+        if kind == "@&":
+            return "@" + roles.get(ident, "role")
+        return "#" + (channel_name(ident) or "channel")
+
+    text = _MARKUP.sub(swap, content)
+    return "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n")).strip()
+
+
+def _message_text(message: discord.Message, bot_id: int) -> str:
+    guild = message.guild
+
+    def channel_name(ident: int) -> str | None:
+        found = guild.get_channel_or_thread(ident) if guild is not None else None
+        return found.name if found is not None else None
+
+    return readable(
+        message.content,
+        bot_id,
+        {user.id: user.display_name for user in message.mentions},
+        {role.id: role.name for role in message.role_mentions},
+        channel_name,
+    )
+
+
+def _place(channel: object, channel_id: int | None) -> tuple[str, str | None, tuple[str, ...]]:
+    """(channel, thread, parents) of a conversation. A thread is its own conversation, keyed
+    under its parent channel (as Slack threads are), so a channel's rules cover its threads;
+    ``parents`` adds the channel's category."""
+    if isinstance(channel, discord.Thread):
+        parent = channel.parent
+        category = getattr(parent, "category_id", None)
+        parents = (str(channel.parent_id), *((str(category),) if category else ()))
+        return str(channel.parent_id), str(channel.id), parents
+    category = getattr(channel, "category_id", None)
+    ident = str(getattr(channel, "id", None) or channel_id or "")
+    return ident, None, (str(category),) if category else ()
+
+
+def to_event(message: discord.Message, bot_id: int) -> Event:
+    """Convert a message; ``addressed`` says whether it is a DM, mentions the bot, or replies
+    to the bot."""
+    channel, thread, parents = _place(message.channel, message.channel.id)
+    replied = message.reference.resolved if message.reference is not None else None
+    replied_to = replied if isinstance(replied, discord.Message) else None
+    is_dm = message.guild is None
+    addressed = (
+        is_dm
+        or any(user.id == bot_id for user in message.mentions)
+        or (replied_to is not None and replied_to.author.id == bot_id)
+    )
+    context = _message_text(replied_to, bot_id) if replied_to is not None else None
+    author = message.author
+    leading = _LEADING_USER.match(message.content)
+    return Event(
+        platform=PLATFORM,
+        workspace=str(message.guild.id) if message.guild is not None else "",
+        channel=channel,
+        thread=thread,
+        message_id=str(message.id),
+        user=str(author.id),
+        user_name=author.display_name,
+        text=_message_text(message, bot_id),
+        addressed=addressed,
+        is_dm=is_dm,
+        from_bot=author.bot,
+        received_at=message.created_at,
+        context=context or None,
+        roles=tuple(str(role.id) for role in getattr(author, "roles", ())),
+        parents=parents,
+        mentions_others=leading is not None and int(leading.group(1)) != bot_id,
+    )
+
+
+def _point_at(section: DiscordConfig) -> Callable[[], None]:
+    """Aim discord.py at the configured endpoints; returns how to undo it."""
+    route = discord.http.Route
+    socket = discord.gateway.DiscordWebSocket
+    before = (route.BASE, socket.DEFAULT_GATEWAY)
+    route.BASE = section.api_base.rstrip("/")
+    if section.gateway_url:
+        socket.DEFAULT_GATEWAY = yarl.URL(section.gateway_url)
+
+    def restore() -> None:
+        route.BASE, socket.DEFAULT_GATEWAY = before
+
+    return restore
+
+
+class DiscordAdapter:
+    name = PLATFORM
+
+    def __init__(self, config: Config, service: Service) -> None:
+        self.config = config
+        self.section = config.discord
+        self.service = service
+        self.ready = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._replies: set[DiscordReply] = set()
+        self._limit = max(1, config.bot.max_pending)
+        self._accepting = True
+        # The core answers only the bots in limits.allow_bots (with its loop breaker); the
+        # others stop here. discord.allow_bots lets a bot through this edge as well.
+        self._allow_bots = {*self.section.allow_bots, *config.limits.allow_bots}
+        self._staff_roles = tuple(int(r) for r in config.handoff.staff_roles if r.isdigit())
+        self._connected = False
+        intents = discord.Intents.default()
+        intents.message_content = True
+        options: dict[str, Any] = {
+            "intents": intents,
+            "allowed_mentions": NO_PINGS,
+            "guild_ready_timeout": self.section.guild_ready_timeout,
+        }
+        self.client: discord.Client
+        if self.section.shards > 0:
+            self.client = discord.AutoShardedClient(shard_count=self.section.shards, **options)
+        else:
+            self.client = discord.Client(**options)
+        for handler in (
+            self.on_message,
+            self.on_ready,
+            self.on_resumed,
+            self.on_disconnect,
+            self.on_raw_reaction_add,
+        ):
+            self.client.event(handler)
+        self.tree = app_commands.CommandTree(self.client)
+        self._add_commands()
+
+    async def run(self) -> None:
+        token = self.config.secret(self.section.token_env)
+        if token is None:
+            raise ConfigError(f"{self.config.source}: ${self.section.token_env} is not set")
+        restore = _point_at(self.section)
+        try:
+            async with self.client:
+                try:
+                    await self._connect(token)
+                finally:
+                    await self._drain()
+        finally:
+            restore()
+
+    async def _connect(self, token: str) -> None:
+        try:
+            await self.client.login(token)
+            if not self.section.gateway_url:
+                _, url, _ = await self.client.http.get_bot_gateway()
+                discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
+            await self._sync_commands()
+            await self.client.connect(reconnect=True)
+        except discord.PrivilegedIntentsRequired:
+            raise PlatformError(INTENT_REFUSED) from None
+        except discord.LoginFailure:
+            raise PlatformError(
+                f"Discord refused the token in ${self.section.token_env}"
+                f" (reset it under Bot -> Token in {PORTAL})"
+            ) from None
+        except discord.GatewayNotFound:
+            raise PlatformError(
+                f"could not get the gateway URL from {self.section.api_base}/gateway/bot"
+            ) from None
+        except discord.ConnectionClosed as exc:
+            reason = FINAL_CLOSE_CODES.get(exc.code or 0, exc.reason or "no reason given")
+            raise PlatformError(f"Discord closed the connection ({exc.code}): {reason}") from None
+        except discord.HTTPException as exc:
+            raise PlatformError(f"Discord refused a call while starting: {exc}") from None
+        except OSError as exc:
+            raise PlatformError(f"cannot reach Discord at {self.section.api_base}: {exc}") from None
+        if not self.client.is_closed():
+            raise PlatformError("the Discord connection ended")
+
+    async def _sync_commands(self) -> None:
+        """Register the slash commands: per guild at once, or globally (Discord takes up to an
+        hour to show global changes)."""
+        try:
+            if self.section.command_guilds:
+                for ident in self.section.command_guilds:
+                    guild = discord.Object(id=int(ident))
+                    self.tree.copy_global_to(guild=guild)
+                    await self.tree.sync(guild=guild)
+            else:
+                await self.tree.sync()
+        except (discord.HTTPException, ValueError) as exc:
+            # Without the applications.commands scope mentions still work; say so and go on.
+            log.warning("could not register Discord slash commands: %s", exc)
+
+    async def _drain(self) -> None:
+        """Stop taking events; let replies in flight finish within the grace period."""
+        self._accepting = False
+        tasks = list(self._tasks)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=self.config.ops.shutdown_grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        for reply in list(self._replies):
+            await reply.close()
+
+    # -- the way in ---------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """For /healthz: the gateway session is up."""
+        return self._connected and not self.client.is_closed()
+
+    async def on_ready(self) -> None:
+        user = self.client.user
+        log.info("connected to Discord as %s (%s)", user, getattr(user, "id", "?"))
+        self._connected = True
+        self.ready.set()
+
+    async def on_resumed(self) -> None:
+        self._connected = True
+
+    async def on_disconnect(self) -> None:
+        self._connected = False
+
+    async def on_message(self, message: discord.Message) -> None:
+        me = self.client.user
+        author = message.author
+        if me is None or author.id == me.id or message.type not in ANSWERABLE:
+            return
+        if author.bot and str(author.id) not in self._allow_bots:
+            return
+        event = to_event(message, me.id)
+        roles = [role.id for role in getattr(author, "roles", ())]
+        if not self._permitted(message.guild, message.channel, roles, author.id):
+            log.debug("not answering %s in %s: [discord] access lists", author.id, event.key)
+            return
+        self._spawn(event, self._reply(MessageSink(message)))
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        rating = RATINGS.get(str(payload.emoji))
+        me = self.client.user
+        if rating is None or me is None or payload.user_id == me.id:
+            return
+        channel = self.client.get_channel(payload.channel_id)
+        place, _, _ = _place(channel, payload.channel_id)
+        scope = ConversationKey(PLATFORM, str(payload.guild_id or ""), place)
+        task = asyncio.create_task(
+            self.service.feedback(scope, str(payload.message_id), str(payload.user_id), rating)
+        )
+        self._track(task)
+
+    def _reply(self, sink: MessageSink | InteractionSink) -> DiscordReply:
+        return DiscordReply(sink, self.section.edit_interval, staff_roles=self._staff_roles)
+
+    def _permitted(
+        self, guild: discord.Guild | None, channel: object, roles: Iterable[int], user: int
+    ) -> bool:
+        section = self.section
+        if str(user) in section.deny_users:
+            return False
+        if guild is None:
+            # DMs have no guild, channel or roles to check.
+            return True
+        if section.allow_guilds and str(guild.id) not in section.allow_guilds:
+            return False
+        places = {str(getattr(channel, "id", "")), str(getattr(channel, "parent_id", ""))}
+        if section.allow_channels and not places & set(section.allow_channels):
+            return False
+        return not section.allow_roles or bool({str(r) for r in roles} & set(section.allow_roles))
+
+    def _spawn(self, event: Event, reply: DiscordReply) -> None:
+        if not self._accepting:
+            return
+        if len(self._tasks) < self._limit:
+            work = self._handle(event, reply)
+        elif event.addressed and len(self._tasks) < 2 * self._limit:
+            work = reply.fail(BUSY)
+        else:
+            log.warning("dropping Discord message %s: too much work in flight", event.message_id)
+            return
+        self._track(asyncio.create_task(work, name=f"discord {event.message_id}"))
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, event: Event, reply: DiscordReply) -> None:
+        self._replies.add(reply)
+        try:
+            outcome = await self.service.handle(event, reply)
+            log.debug("discord %s: %s", event.message_id, outcome.value)
+            if isinstance(reply.sink, InteractionSink) and not reply.posted:
+                # The core chose silence (policy, handoff), but Discord shows an error for an
+                # interaction left unanswered: end it quietly.
+                await reply.sink.settle(NOT_HERE)
+        except Exception:
+            log.exception("answering Discord message %s failed", event.message_id)
+        finally:
+            self._replies.discard(reply)
+
+    # -- slash commands -----------------------------------------------------------------------
+
+    def _add_commands(self) -> None:
+        name = self.config.bot.name
+
+        @app_commands.command(name="ask", description=f"Ask {name} a question")
+        @app_commands.describe(question="Your question, in plain words")
+        async def ask(interaction: discord.Interaction, question: str) -> None:
+            await self._command(interaction, question, defer=True)
+
+        @app_commands.command(name="reset", description=f"Make {name} forget this conversation")
+        async def reset(interaction: discord.Interaction) -> None:
+            await self._command(interaction, "reset", defer=False)
+
+        @app_commands.command(name="help", description=f"What {name} can do")
+        async def help_(interaction: discord.Interaction) -> None:
+            await self._command(interaction, "help", defer=False)
+
+        @app_commands.command(name="human", description="Ask for a person from the support team")
+        async def human(interaction: discord.Interaction) -> None:
+            await self._command(interaction, "human", defer=False)
+
+        commands: tuple[app_commands.Command[Any, ..., None], ...] = (ask, reset, help_, human)
+        for command in commands:
+            self.tree.add_command(command)
+
+    async def _command(self, interaction: discord.Interaction, text: str, defer: bool) -> None:
+        user = interaction.user
+        roles = [role.id for role in getattr(user, "roles", ())]
+        if not self._permitted(interaction.guild, interaction.channel, roles, user.id):
+            # Discord shows an error if an interaction goes unanswered: say no, to them only.
+            await interaction.response.send_message(
+                NOT_HERE, ephemeral=True, allowed_mentions=NO_PINGS
+            )
+            return
+        channel, thread, parents = _place(interaction.channel, interaction.channel_id)
+        event = Event(
+            platform=PLATFORM,
+            workspace=str(interaction.guild_id or ""),
+            channel=channel,
+            thread=thread,
+            message_id=str(interaction.id),
+            user=str(user.id),
+            user_name=user.display_name,
+            text=text,
+            is_dm=interaction.guild_id is None,
+            received_at=interaction.created_at,
+            roles=tuple(str(r) for r in roles),
+            parents=parents,
+        )
+        if defer:
+            # An interaction must be acknowledged within 3 seconds; the answer may take longer.
+            await interaction.response.defer(thinking=True)
+        self._spawn(event, self._reply(InteractionSink(interaction)))

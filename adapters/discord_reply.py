@@ -1,0 +1,226 @@
+"""How an answer appears on Discord: typing, then a reply edited as the text grows.
+
+``DiscordReply`` implements ``bot.reply.Reply``. ``update()`` only records the newest text and
+wakes a writer task, so the model never waits on Discord: the writer shows the latest text at most
+once per ``interval`` seconds (edits in between are merged away). ``finish()`` stops the writer and
+makes the final edit, continuing in further messages past 2,000 characters. Every send and edit
+carries ``AllowedMentions.none()``, whatever the text says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Protocol
+
+import discord
+
+from adapters.discord_split import LIMIT, split_message
+
+__all__ = ["NO_PINGS", "DiscordReply", "InteractionSink", "MessageSink", "Sink"]
+
+log = logging.getLogger(__name__)
+
+NO_PINGS = discord.AllowedMentions.none()
+# Discord shows "typing…" for about 10 seconds after each trigger.
+TYPING_REFRESH = 8.0
+
+
+class Sink(Protocol):
+    """Where a reply's messages go: the first one and the continuations."""
+
+    async def post(self, text: str, first: bool, allowed: discord.AllowedMentions) -> Any:
+        """Post a message and return it (anything with ``id``, ``edit`` and ``delete``)."""
+        ...
+
+    async def typing(self) -> None: ...
+
+
+class MessageSink:
+    """Replies to a user's message, in its channel or thread."""
+
+    def __init__(self, message: discord.Message) -> None:
+        self.message = message
+
+    async def post(
+        self, text: str, first: bool, allowed: discord.AllowedMentions = NO_PINGS
+    ) -> Any:
+        channel = self.message.channel
+        if first:
+            # Still answer if the question was deleted meanwhile.
+            reference = self.message.to_reference(fail_if_not_exists=False)
+            return await channel.send(
+                text, reference=reference, mention_author=False, allowed_mentions=allowed
+            )
+        return await channel.send(text, allowed_mentions=allowed)
+
+    async def typing(self) -> None:
+        await self.message.channel.typing()
+
+
+class InteractionSink:
+    """Answers a slash command: the interaction response, then follow-ups."""
+
+    def __init__(self, interaction: discord.Interaction[Any]) -> None:
+        self.interaction = interaction
+
+    async def post(
+        self, text: str, first: bool, allowed: discord.AllowedMentions = NO_PINGS
+    ) -> Any:
+        interaction = self.interaction
+        if not first:
+            return await interaction.followup.send(text, allowed_mentions=allowed, wait=True)
+        if interaction.response.is_done():
+            # Deferred ("thinking…"): the answer replaces the placeholder.
+            return await interaction.edit_original_response(content=text, allowed_mentions=allowed)
+        sent = await interaction.response.send_message(text, allowed_mentions=allowed)
+        if isinstance(sent.resource, discord.InteractionMessage):
+            return sent.resource
+        return await interaction.original_response()
+
+    async def typing(self) -> None:
+        # A deferred interaction already shows "thinking…".
+        pass
+
+    async def settle(self, notice: str) -> None:
+        """End an interaction that gets no answer: remove the "thinking…" placeholder, or tell
+        the user alone that there is no answer here."""
+        interaction = self.interaction
+        try:
+            if interaction.response.is_done():
+                await interaction.delete_original_response()
+            else:
+                await interaction.response.send_message(
+                    notice, ephemeral=True, allowed_mentions=NO_PINGS
+                )
+        except discord.HTTPException as exc:
+            log.debug("could not close interaction %s: %s", interaction.id, exc)
+
+
+class DiscordReply:
+    """``staff_roles``: the role ids a handoff mentions, the only mention the bot ever makes."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        interval: float = 1.0,
+        limit: int = LIMIT,
+        staff_roles: tuple[int, ...] = (),
+    ) -> None:
+        self.sink = sink
+        self.interval = interval
+        self.limit = limit
+        self.staff_roles = staff_roles
+        self.posted: list[Any] = []
+        self.shown: list[str] = []
+        self._latest = ""
+        self._wake = asyncio.Event()
+        self._done = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._writer: asyncio.Task[None] | None = None
+        self._typer: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._typer is None and not self._done.is_set():
+            self._typer = asyncio.create_task(self._type(), name="discord typing")
+
+    async def update(self, text: str) -> None:
+        if self._done.is_set():
+            return
+        self._latest = text
+        self._wake.set()
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write(), name="discord reply")
+
+    async def finish(self, text: str) -> None:
+        await self._stop()
+        async with self._lock:
+            await self._show(text, final=True)
+
+    async def fail(self, message: str) -> None:
+        await self.finish(message)
+
+    async def handoff(self, text: str) -> None:
+        """Finish with ``text`` and a mention of the support team's roles, pinging only them."""
+        await self._stop()
+        if not self.staff_roles:
+            async with self._lock:
+                await self._show(text, final=True)
+            return
+        mentions = " ".join(f"<@&{role}>" for role in self.staff_roles)
+        allowed = discord.AllowedMentions(
+            everyone=False,
+            users=False,
+            roles=[discord.Object(id=role) for role in self.staff_roles],
+            replied_user=False,
+        )
+        async with self._lock:
+            await self._show(f"{text}\n\n{mentions}", final=True, allowed=allowed)
+
+    @property
+    def message_id(self) -> str:
+        """The id of the reply's first message, which ratings (reactions) refer to."""
+        return str(self.posted[0].id) if self.posted else ""
+
+    async def close(self) -> None:
+        """Stop typing and editing without a final message (the adapter is shutting down)."""
+        await self._stop()
+
+    async def _stop(self) -> None:
+        self._done.set()
+        self._wake.set()
+        for task in (self._typer, self._writer):
+            if task is None:
+                continue
+            if task is self._typer:
+                task.cancel()
+            # The writer finishes the edit it is making, so no message is posted twice; what
+            # either task failed with was logged, and must not stop the final message.
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _type(self) -> None:
+        while not self._done.is_set():
+            try:
+                await self.sink.typing()
+            except Exception as exc:
+                log.debug("typing indicator failed: %s", exc)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._done.wait(), TYPING_REFRESH)
+
+    async def _write(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._done.is_set():
+                return
+            try:
+                async with self._lock:
+                    await self._show(self._latest, final=False)
+            except Exception as exc:
+                # A failed intermediate edit is not fatal: the next one or the final one follows.
+                log.warning("could not update a Discord reply: %s", exc)
+            # The throttle: at most one edit per interval; finishing cuts the wait short.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._done.wait(), self.interval)
+
+    async def _show(
+        self, text: str, final: bool, allowed: discord.AllowedMentions = NO_PINGS
+    ) -> None:
+        pieces = split_message(text, self.limit) if text.strip() else []
+        for index, piece in enumerate(pieces):
+            if index < len(self.posted):
+                if self.shown[index] != piece:
+                    await self.posted[index].edit(content=piece, allowed_mentions=allowed)
+                    self.shown[index] = piece
+            else:
+                self.posted.append(await self.sink.post(piece, index == 0, allowed))
+                self.shown.append(piece)
+        if final and pieces:
+            # The text shrank (cleaning removed a tail): remove continuations no longer needed.
+            while len(self.posted) > len(pieces):
+                extra = self.posted.pop()
+                self.shown.pop()
+                with contextlib.suppress(discord.HTTPException):
+                    await extra.delete()
