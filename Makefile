@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run chat test lint format bench clean
+.PHONY: setup run chat test lint format bench clean browser
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 
 run: setup
-	$(BIN)/parley chat
+	$(BIN)/parley run
 
 chat: setup
 	$(BIN)/parley chat
@@ -36,7 +36,10 @@ format: setup
 	$(BIN)/ruff format bot adapters tests bench
 	$(BIN)/ruff check --fix bot adapters tests bench
 
-test: setup lint
+browser:
+	bash .ci/install-browser
+
+test: setup lint browser
 	# redis-server for the shared-state tests (tests/test_redis.py).
 	bash .ci/install-redis
 	$(BIN)/pytest

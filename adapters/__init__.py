@@ -17,7 +17,7 @@ from typing import Protocol
 __all__ = ["RUNNABLE", "Adapter"]
 
 #: Adapters ``parley run`` considers, in start order.
-RUNNABLE: tuple[str, ...] = ("discord",)
+RUNNABLE: tuple[str, ...] = ("web", "discord")
 
 
 class Adapter(Protocol):

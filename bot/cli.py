@@ -137,9 +137,9 @@ async def _run(config: Config) -> int:
     modules = _enabled(config)
     if not modules:
         print(
-            "parley: nothing to run: set DISCORD_TOKEN for Discord, or SLACK_BOT_TOKEN with"
-            " SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP) for Slack;"
-            " or try 'parley chat' in this terminal",
+            "parley: nothing to run: web.enabled is false, and no platform is configured: set"
+            " DISCORD_TOKEN for Discord, or SLACK_BOT_TOKEN with SLACK_APP_TOKEN (Socket Mode)"
+            " or SLACK_SIGNING_SECRET (HTTP) for Slack; or try 'parley chat' in this terminal",
             file=sys.stderr,
         )
         return 2
@@ -159,7 +159,9 @@ async def _run(config: Config) -> int:
             ops = await _start_ops(config, service, adapters)
         running = [asyncio.create_task(a.run(), name=a.name) for a in adapters]
         waiter = asyncio.create_task(stop.wait())
+        announcer = asyncio.create_task(_announce(adapters))
         done, _ = await asyncio.wait([*running, waiter], return_when=asyncio.FIRST_COMPLETED)
+        announcer.cancel()
         failure = next((t.exception() for t in done if t is not waiter and t.exception()), None)
         log.info("shutting down: finishing the replies in flight")
         waiter.cancel()
@@ -167,7 +169,7 @@ async def _run(config: Config) -> int:
         await service.conversations.close(config.ops.shutdown_grace)
         for task in running:
             task.cancel()
-        await asyncio.gather(*running, waiter, return_exceptions=True)
+        await asyncio.gather(*running, waiter, announcer, return_exceptions=True)
         if isinstance(failure, PlatformError):
             print(f"parley: {failure}", file=sys.stderr)
             return 2
@@ -178,6 +180,15 @@ async def _run(config: Config) -> int:
         if ops is not None:
             await ops.close()
         await service.close()
+
+
+async def _announce(adapters: list[Any]) -> None:
+    """Print where a served page is (the web chat) once it listens: the line to click."""
+    for adapter in adapters:
+        serving = getattr(adapter, "serving", None)
+        if serving is not None and hasattr(adapter, "url"):
+            await serving.wait()
+            print(f"parley: {adapter.name} chat at {adapter.url} (Ctrl-C stops)", flush=True)
 
 
 async def _start_ops(config: Config, service: Service, adapters: list[Any]) -> OpsServer | None:

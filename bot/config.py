@@ -35,6 +35,7 @@ __all__ = [
     "RemoteConfig",
     "SlackConfig",
     "StoreConfig",
+    "WebConfig",
     "load_config",
 ]
 
@@ -219,6 +220,21 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+    messages_per_minute: float = 10.0
+    burst: int = 5
+    max_connections: int = 1000
+    embed_origins: list[str] = field(default_factory=lambda: ["*"])
+    handoff_message: str = (
+        "I've passed our conversation to the {company} support team, who can read it in full"
+        " and will get back to you. I'll stay quiet here until then."
+    )
+
+
+@dataclass(frozen=True)
 class DiscordConfig:
     enabled: Switch = "auto"
     token_env: str = "DISCORD_TOKEN"
@@ -261,6 +277,7 @@ class Config:
     handoff: HandoffConfig = field(default_factory=HandoffConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     discord: DiscordConfig = field(default_factory=DiscordConfig)
     slack: SlackConfig = field(default_factory=SlackConfig)
     source: str = field(default="(defaults)", compare=False)

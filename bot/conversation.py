@@ -214,6 +214,16 @@ class ConversationManager:
     async def reset(self, key: ConversationKey) -> None:
         await self.store.reset(key)
 
+    def cancel(self, key: ConversationKey) -> bool:
+        """Stop answering in ``key`` because its reader went away (a closed web page): the
+        answer being written stops, what it had is kept as partial, and messages queued there
+        are dropped. ``Service.handle`` shields its wait, so cancelling the caller does not."""
+        worker = self._workers.get(key)
+        if worker is None:
+            return False
+        worker.cancel()
+        return True
+
     async def _history(self, key: ConversationKey) -> list[Turn]:
         history = await self.store.history(key, limit=self.bot.history_turns)
         expiry = self.bot.idle_expiry_minutes
