@@ -46,6 +46,7 @@ test: setup lint browser
 
 bench: setup
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.retrieval
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

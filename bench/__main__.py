@@ -1,3 +1,7 @@
-"""Benchmarks print tables comparing Parley with plain baselines; see bench/README."""
+"""``python -m bench`` (``make bench``): the generation benchmark; see bench/generation.py."""
 
-print("no benchmarks yet")
+import sys
+
+from bench.generation import main
+
+sys.exit(main())

@@ -1,0 +1,689 @@
+"""The generation benchmark: Parley's engine against the plain ways of serving the same model.
+
+N concurrent support conversations (N = 1, 8, 32), realistic multi-turn prompts built by Parley's
+own prompt builder, 64 new tokens each, greedy, on the bundled model. Each system runs in its own
+process (so its peak resident memory is its own) on the same prompts:
+
+- ``parley-fp32`` / ``parley-int8``: the local backend through ``Backend.stream()``, all N in
+  flight (int8: ``model.quantize = "int8"``);
+- ``generate-1by1``: one ``model.generate()`` per message, one after another (the seed approach);
+- ``generate-static``: one left-padded ``model.generate()`` over the N prompts;
+- ``generate-batch``: transformers' own continuous batching (``model.generate_batch``).
+
+A second scenario sends 64 requests with Poisson arrivals to the best Parley configuration and
+compares time-to-first-token percentiles with a lone request's. Results: a table on stdout,
+``bench/results/generation.json`` and ``bench/results/generation.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+MODEL_CACHE = ROOT / ".cache" / "models"
+NEW_TOKENS = 64
+SYSTEMS = ("parley-fp32", "parley-int8", "generate-1by1", "generate-static", "generate-batch")
+
+# Realistic support traffic: earlier turns of a conversation and the message to answer now.
+EARLIER = [
+    (
+        "Hi, I can't log in to my account since this morning.",
+        "I'm sorry to hear that. Could you tell me which error message you see when you try to log "
+        "in? If it says your password is wrong, you can reset it from the login page with 'Forgot "
+        "password'.",
+    ),
+    (
+        "It says my account is locked.",
+        "Accounts are locked for 30 minutes after five failed attempts, to protect them. You can "
+        "wait, or I can ask a colleague to unlock it now if you confirm the e-mail address on the "
+        "account.",
+    ),
+    (
+        "How much does the Pro plan cost?",
+        "The Pro plan is 29 dollars per user per month, or 290 dollars per user per year when paid "
+        "annually. It includes priority support, 1 TB of storage per team and single sign-on.",
+    ),
+    (
+        "Can I get an invoice with my company's VAT number on it?",
+        "Yes. Add the VAT number under Settings, then Billing, then Company details; every invoice "
+        "issued after that shows it. For past invoices, reply here with their numbers and we will "
+        "reissue them.",
+    ),
+    (
+        "My upload keeps failing at 99 percent.",
+        "That usually happens when the file is larger than the 5 GB limit for a single upload or "
+        "when the connection drops at the end. Could you tell me the file size and your browser?",
+    ),
+    (
+        "It's a 7 GB video, in Chrome.",
+        "Thanks. Files over 5 GB need the desktop app, which uploads them in parts and resumes"
+        " after a dropped connection. You can download it from the Apps page in your account.",
+    ),
+    (
+        "Do you have an API for exporting reports?",
+        "We do: the Reports API returns any saved report as CSV or JSON. You will find the "
+        "documentation and your API key under Settings, then Developers.",
+    ),
+    (
+        "We were charged twice this month.",
+        "I'm sorry about that. I can see two charges on the 3rd; the second one is a duplicate and "
+        "I have asked our billing team to refund it. It takes 5 to 10 working days to appear.",
+    ),
+]
+QUESTIONS = [
+    "How do I reset my password?",
+    "Can I change the e-mail address of my account without losing my files?",
+    "Why is the dashboard so slow today? The billing page takes a minute to open.",
+    "How do I add a new user to my team, and will it change my bill this month?",
+    "Is there a way to export all my data before I cancel my subscription?",
+    "I switched to the annual plan yesterday but I was still charged the monthly price. Why?",
+    "Do you support two-factor authentication with an authenticator app?",
+    "What happens to shared links when I delete a folder?",
+    "Can I get a refund for the unused months if I downgrade from Pro to Basic?",
+    "How can I see who changed a document last week?",
+    "The mobile app crashes when I open a PDF. What can I do?",
+    "Where can I find the invoices from last year?",
+]
+
+
+@dataclass
+class Measured:
+    """One system at one N."""
+
+    tokens: int
+    wall: float
+    ttft: list[float]
+    total: list[float]
+    rss_mb: float
+    outputs: list[str]
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "tokens": self.tokens,
+            "wall_s": round(self.wall, 3),
+            "tok_per_s": round(self.tokens / self.wall, 2),
+            "ttft_p50_s": round(_pct(self.ttft, 50), 3),
+            "ttft_p95_s": round(_pct(self.ttft, 95), 3),
+            "total_p50_s": round(_pct(self.total, 50), 3),
+            "total_p95_s": round(_pct(self.total, 95), 3),
+            "peak_rss_mb": round(self.rss_mb),
+        }
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- prompts ------------------------------------------------------------------------------------
+def build_conversations(count: int, seed: int = 5) -> list[list[dict[str, str]]]:
+    """``count`` conversations with 0 to 4 earlier exchanges, rendered by Parley's own prompt
+    builder (system prompt, trimming to the window) into chat messages."""
+    from bot.config import BotConfig, ModelConfig
+    from bot.conversation import ConversationManager
+    from bot.generation.models import PromptFormat
+    from bot.store import Turn
+
+    tokenizer = _tokenizer()
+    backend = _CountingBackend(PromptFormat(tokenizer))
+    model_config = ModelConfig(max_new_tokens=NEW_TOKENS, temperature=0.0)
+    manager = ConversationManager(None, backend, BotConfig(), model_config)  # type: ignore[arg-type]
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    conversations = []
+    for i in range(count):
+        turns: list[Turn] = []
+        for user, assistant in rng.sample(EARLIER, k=i % 5):
+            turns += [Turn("user", user, now), Turn("assistant", assistant, now)]
+        prompt = manager.build_prompt(turns, QUESTIONS[i % len(QUESTIONS)])
+        conversations.append([{"role": m.role, "content": m.content} for m in prompt.messages])
+    return conversations
+
+
+class _CountingBackend:
+    """What ``build_prompt`` asks of a backend, answered by the tokenizer alone."""
+
+    context_window = 2048
+
+    def __init__(self, prompt_format: Any) -> None:
+        self.format = prompt_format
+
+    def count_tokens(self, messages: Any) -> int:
+        return len(self.format.encode(messages))
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        ids = self.format.tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
+        return str(self.format.tokenizer.decode(ids))
+
+
+def _model_dir() -> Path:
+    from bot.generation.models import _converted_gguf, bundled_gguf
+
+    return _converted_gguf(bundled_gguf(), MODEL_CACHE)
+
+
+def _tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(_model_dir()))
+
+
+def _messages(conversation: list[dict[str, str]]) -> list[Any]:
+    from bot.generation.base import ChatMessage
+
+    return [ChatMessage(m["role"], m["content"]) for m in conversation]  # type: ignore[arg-type]
+
+
+# -- the systems, each in its own process -------------------------------------------------------
+def _parley_config(quantize: str, device: str) -> Any:
+    from bot.config import ModelConfig
+
+    return ModelConfig(
+        name=str(_model_dir()),
+        device=device,  # type: ignore[arg-type]
+        cache_dir=str(MODEL_CACHE),
+        max_new_tokens=NEW_TOKENS,
+        temperature=0.0,
+        quantize=quantize,  # type: ignore[arg-type]
+    )
+
+
+async def _parley_run(backend: Any, conversations: list[Any], arrivals: list[float]) -> Measured:
+    from bot.generation.base import GenerationParams
+
+    params = GenerationParams(max_new_tokens=NEW_TOKENS, temperature=0.0)
+    engine = backend._engine
+    before = engine.generated
+    start = time.perf_counter()
+
+    async def one(conversation: Any, delay: float) -> tuple[float, float, str]:
+        await asyncio.sleep(max(0.0, start + delay - time.perf_counter()))
+        sent = time.perf_counter()
+        first = None
+        parts = []
+        async for delta in backend.stream(_messages(conversation), params):
+            first = first or time.perf_counter()
+            parts.append(delta)
+        end = time.perf_counter()
+        return (first or end) - sent, end - sent, "".join(parts)
+
+    results = await asyncio.gather(
+        *[one(c, d) for c, d in zip(conversations, arrivals, strict=True)]
+    )
+    wall = time.perf_counter() - start
+    return Measured(
+        engine.generated - before,
+        wall,
+        [r[0] for r in results],
+        [r[1] for r in results],
+        _rss_mb(),
+        [r[2] for r in results],
+    )
+
+
+def worker(system: str, sizes: list[int], conversations: list[Any], args: Any) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    out: dict[str, Any] = {"system": system, "runs": {}}
+    if system.startswith("parley"):
+        return asyncio.run(_parley_worker(system, sizes, conversations, args, out))
+    return _hf_worker(system, sizes, conversations, args, out)
+
+
+async def _parley_worker(
+    system: str, sizes: list[int], conversations: list[Any], args: Any, out: dict[str, Any]
+) -> dict[str, Any]:
+    from bot.generation.local import LocalBackend
+
+    quantize = "int8" if system.endswith("int8") else "none"
+    backend = LocalBackend(_parley_config(quantize, args.device))
+    await backend.start()
+    try:
+        await _parley_run(backend, conversations[:2], [0.0, 0.0])  # warm-up
+        for n in sizes:
+            repeats = 3 if n == 1 else 1
+            runs = [
+                await _parley_run(backend, conversations[:n], [0.0] * n) for _ in range(repeats)
+            ]
+            best = sorted(runs, key=lambda m: m.wall)[len(runs) // 2]
+            out["runs"][str(n)] = best.row() | {"outputs": best.outputs}
+        if args.staggered and system == args.staggered_system:
+            out["staggered"] = await _staggered(backend, conversations, args)
+        loaded = backend.loaded
+        if loaded is not None and args.perplexity:
+            out["perplexity"] = _perplexity(loaded.model, loaded.tokenizer)
+    finally:
+        await backend.close()
+    return out
+
+
+async def _staggered(backend: Any, conversations: list[Any], args: Any) -> dict[str, Any]:
+    lone = [await _parley_run(backend, [conversations[i]], [0.0]) for i in range(3)]
+    lone_ttft = statistics.median(m.ttft[0] for m in lone)
+    rng = random.Random(11)
+    arrivals, clock = [], 0.0
+    for _ in range(args.staggered):
+        arrivals.append(clock)
+        clock += rng.expovariate(args.rate)
+    chosen = [conversations[i % len(conversations)] for i in range(args.staggered)]
+    measured = await _parley_run(backend, chosen, arrivals)
+    return {
+        "requests": args.staggered,
+        "rate_per_s": args.rate,
+        "lone_ttft_s": round(lone_ttft, 3),
+        **measured.row(),
+        "ttft_p99_s": round(_pct(measured.ttft, 99), 3),
+        "p95_over_lone": round(_pct(measured.ttft, 95) / lone_ttft, 2),
+    }
+
+
+def _hf_worker(
+    system: str, sizes: list[int], conversations: list[Any], args: Any, out: dict[str, Any]
+) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from bot.generation.models import PromptFormat
+
+    device = "cuda" if args.device == "cuda" else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    tokenizer = _tokenizer()
+    model: Any = AutoModelForCausalLM.from_pretrained(str(_model_dir()), dtype=dtype)
+    model.to(device).eval()
+    prompt_format = PromptFormat(tokenizer)
+    prompts = [prompt_format.encode(_messages(c)) for c in conversations]
+    eos = _eos_ids(model, tokenizer)
+    run = {"generate-1by1": _one_by_one, "generate-static": _static, "generate-batch": _cb}[system]
+    with torch.inference_mode():
+        run(model, tokenizer, prompts[:2], eos, device)  # warm-up
+        for n in sizes:
+            repeats = 3 if n == 1 else 1
+            runs = [run(model, tokenizer, prompts[:n], eos, device) for _ in range(repeats)]
+            best = sorted(runs, key=lambda m: m.wall)[len(runs) // 2]
+            out["runs"][str(n)] = best.row() | {"outputs": best.outputs}
+    return out
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    from bot.generation.engine import _end_of_turn_ids
+
+    return sorted(_end_of_turn_ids(model, tokenizer))
+
+
+class _FirstToken:
+    """A generate() streamer that notes when the first new token of a call appears."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.first: float | None = None
+
+    def put(self, value: Any) -> None:
+        self.calls += 1
+        if self.calls == 2 and self.first is None:  # the first call carries the prompt
+            self.first = time.perf_counter()
+
+    def end(self) -> None:
+        pass
+
+
+def _cut(ids: list[int], eos: list[int]) -> list[int]:
+    for i, token in enumerate(ids):
+        if token in eos:
+            return ids[: i + 1]
+    return ids
+
+
+def _one_by_one(
+    model: Any, tokenizer: Any, prompts: list[list[int]], eos: list[int], device: str
+) -> Measured:
+    import torch
+
+    start = time.perf_counter()
+    ttft, total, outputs, tokens = [], [], [], 0
+    for prompt in prompts:
+        streamer = _FirstToken()
+        ids = torch.tensor([prompt], device=device)
+        result = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=NEW_TOKENS,
+            do_sample=False,
+            eos_token_id=eos,
+            pad_token_id=eos[0],
+            streamer=streamer,
+        )
+        end = time.perf_counter()
+        new = _cut(result[0, len(prompt) :].tolist(), eos)
+        tokens += len(new)
+        ttft.append((streamer.first or end) - start)
+        total.append(end - start)
+        outputs.append(tokenizer.decode(new, skip_special_tokens=True))
+    return Measured(tokens, time.perf_counter() - start, ttft, total, _rss_mb(), outputs)
+
+
+def _static(
+    model: Any, tokenizer: Any, prompts: list[list[int]], eos: list[int], device: str
+) -> Measured:
+    import torch
+
+    start = time.perf_counter()
+    width = max(len(p) for p in prompts)
+    pad = eos[0]
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    streamer = _FirstToken()
+    result = model.generate(
+        ids,
+        attention_mask=mask,
+        max_new_tokens=NEW_TOKENS,
+        do_sample=False,
+        eos_token_id=eos,
+        pad_token_id=pad,
+        streamer=streamer,
+    )
+    end = time.perf_counter()
+    news = [_cut(row[width:].tolist(), eos) for row in result]
+    n = len(prompts)
+    return Measured(
+        sum(len(x) for x in news),
+        end - start,
+        [(streamer.first or end) - start] * n,
+        [end - start] * n,
+        _rss_mb(),
+        [tokenizer.decode(x, skip_special_tokens=True) for x in news],
+    )
+
+
+def _cb(
+    model: Any, tokenizer: Any, prompts: list[list[int]], eos: list[int], device: str
+) -> Measured:
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(
+        max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=eos, pad_token_id=eos[0]
+    )
+    start = time.perf_counter()
+    results = model.generate_batch(
+        inputs=prompts, generation_config=config, record_timestamps=True, progress_bar=False
+    )
+    end = time.perf_counter()
+    ordered = list(results.values())
+    news = [_cut(list(r.generated_tokens), eos) for r in ordered]
+    ttft = [(r.timestamps[0] if r.timestamps else end) - start for r in ordered]
+    total = [(r.timestamps[-1] if r.timestamps else end) - start for r in ordered]
+    return Measured(
+        sum(len(x) for x in news),
+        end - start,
+        ttft,
+        total,
+        _rss_mb(),
+        [tokenizer.decode(x, skip_special_tokens=True) for x in news],
+    )
+
+
+# -- quality of int8 ----------------------------------------------------------------------------
+def _held_out_text() -> str:
+    """Text the model cannot have seen in training: this project's own documents."""
+    parts = []
+    for name in ("README.md", "CHANGELOG.md", "config/default.toml"):
+        path = ROOT / name
+        if path.is_file():
+            parts.append(path.read_text(encoding="utf-8"))
+    return "\n\n".join(parts)
+
+
+def _perplexity(model: Any, tokenizer: Any, tokens: int = 1024, window: int = 256) -> float:
+    import torch
+
+    ids = tokenizer(_held_out_text(), add_special_tokens=False)["input_ids"][:tokens]
+    device = next(model.parameters()).device
+    losses, count = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(ids) - 1, window):
+            chunk = torch.tensor([ids[start : start + window + 1]], device=device)
+            if chunk.shape[1] < 2:
+                break
+            logits = model(input_ids=chunk[:, :-1]).logits.float()
+            loss = torch.nn.functional.cross_entropy(logits[0], chunk[0, 1:], reduction="sum")
+            losses += float(loss)
+            count += chunk.shape[1] - 1
+    return round(float(torch.exp(torch.tensor(losses / count))), 3)
+
+
+def _agreement(reference: list[str], other: list[str], tokenizer: Any) -> dict[str, float]:
+    """How much of fp32's greedy reply int8 reproduces: exact replies, and the share of tokens
+    before the first difference."""
+    exact, shared, total = 0, 0, 0
+    for a, b in zip(reference, other, strict=True):
+        ta = tokenizer(a, add_special_tokens=False)["input_ids"]
+        tb = tokenizer(b, add_special_tokens=False)["input_ids"]
+        exact += ta == tb
+        prefix = 0
+        for x, y in zip(ta, tb, strict=False):  # lengths differ where outputs do
+            if x != y:
+                break
+            prefix += 1
+        shared += prefix
+        total += max(len(ta), 1)
+    return {
+        "exact_replies": round(exact / max(len(reference), 1), 3),
+        "prefix_tokens": round(shared / max(total, 1), 3),
+    }
+
+
+# -- the orchestrator ---------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="N = 1 and 8 only, 24 staggered")
+    parser.add_argument("--sizes", default="", help="comma-separated N (default 1,8,32)")
+    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--staggered", type=int, default=64, help="requests (0: skip)")
+    parser.add_argument("--rate", type=float, default=1.0, help="staggered arrivals per second")
+    parser.add_argument("--staggered-system", default="", help="default: the fastest Parley row")
+    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--perplexity", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    sizes = [int(x) for x in args.sizes.split(",") if x] or ([1, 8] if args.quick else [1, 8, 32])
+    if args.quick:
+        args.staggered = min(args.staggered, 24)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prompts_file = out_dir / "prompts.json"
+
+    if args.worker:
+        conversations = json.loads(prompts_file.read_text())
+        result = worker(args.worker, sizes, conversations, args)
+        (out_dir / f"worker-{args.worker}.json").write_text(json.dumps(result))
+        return 0
+
+    began = time.perf_counter()
+    conversations = build_conversations(max(max(sizes), 32))
+    prompts_file.write_text(json.dumps(conversations))
+    tokenizer = _tokenizer()
+    from bot.generation.models import PromptFormat
+
+    lengths = [
+        len(PromptFormat(tokenizer).encode(_messages(c))) for c in conversations[: max(sizes)]
+    ]
+    print(
+        f"prompts: {len(lengths)} conversations, {min(lengths)}-{max(lengths)} tokens"
+        f" (mean {statistics.mean(lengths):.0f}); {NEW_TOKENS} new tokens each, greedy;"
+        f" device {args.device}",
+        flush=True,
+    )
+    systems = [s for s in args.systems.split(",") if s]
+    results: dict[str, Any] = {}
+    for system in systems:
+        extra = []
+        if system.startswith("parley"):
+            extra.append("--perplexity")
+            staggered_system = args.staggered_system or (
+                "parley-int8"
+                if "parley-int8" in systems and args.device == "cpu"
+                else "parley-fp32"
+            )
+            if args.staggered and system == staggered_system:
+                extra += ["--staggered", str(args.staggered), "--staggered-system", system]
+            else:
+                extra += ["--staggered", "0"]
+        command = [
+            sys.executable,
+            "-m",
+            "bench",
+            "--worker",
+            system,
+            "--sizes",
+            ",".join(map(str, sizes)),
+            "--device",
+            args.device,
+            "--threads",
+            str(args.threads),
+            "--rate",
+            str(args.rate),
+            "--out",
+            str(out_dir),
+            *extra,
+        ]
+        t0 = time.perf_counter()
+        print(f"running {system} ...", end=" ", flush=True)
+        done = subprocess.run(
+            command, cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            print(f"FAILED\n{done.stderr[-3000:]}")
+            continue
+        print(f"{time.perf_counter() - t0:.0f} s", flush=True)
+        results[system] = json.loads((out_dir / f"worker-{system}.json").read_text())
+    report = _report(results, sizes, tokenizer, args)
+    report["bench_seconds"] = round(time.perf_counter() - began, 1)
+    (out_dir / "generation.json").write_text(json.dumps(report, indent=2))
+    _plot(report, out_dir / "generation.png")
+    print(f"\nwrote {out_dir / 'generation.json'} and generation.png ({report['bench_seconds']} s)")
+    return 0
+
+
+def _report(results: dict[str, Any], sizes: list[int], tokenizer: Any, args: Any) -> dict[str, Any]:
+    header = (
+        f"{'system':<16}{'N':>4}{'tok/s':>9}{'TTFT p50':>10}{'p95':>8}"
+        f"{'total p50':>11}{'p95':>8}{'peak RSS':>10}"
+    )
+    print("\n" + header)
+    print("-" * len(header))
+    table: dict[str, dict[str, Any]] = {}
+    for system, result in results.items():
+        table[system] = {}
+        for n in sizes:
+            row = result["runs"].get(str(n))
+            if row is None:
+                continue
+            table[system][str(n)] = {k: v for k, v in row.items() if k != "outputs"}
+            print(
+                f"{system:<16}{n:>4}{row['tok_per_s']:>9.1f}"
+                f"{row['ttft_p50_s']:>9.2f}s{row['ttft_p95_s']:>7.2f}s"
+                f"{row['total_p50_s']:>10.2f}s{row['total_p95_s']:>7.2f}s"
+                f"{row['peak_rss_mb']:>7.0f} MB"
+            )
+    ratios: dict[str, dict[str, float]] = {}
+    print("\nratios of aggregate tokens/s (Parley / baseline):")
+    for parley in ("parley-fp32", "parley-int8"):
+        if parley not in table:
+            continue
+        for n in sizes:
+            mine = table[parley].get(str(n), {}).get("tok_per_s")
+            line = []
+            for base in ("generate-1by1", "generate-static", "generate-batch"):
+                theirs = table.get(base, {}).get(str(n), {}).get("tok_per_s")
+                if mine and theirs:
+                    ratio = round(mine / theirs, 2)
+                    ratios.setdefault(f"{parley}/{base}", {})[str(n)] = ratio
+                    line.append(f"{ratio:5.2f}x {base}")
+            print(f"  {parley:<12} N={n:<3} " + "  ".join(line))
+    quality: dict[str, Any] = {}
+    for system in ("parley-fp32", "parley-int8"):
+        if system in results and "perplexity" in results[system]:
+            quality[f"perplexity_{system}"] = results[system]["perplexity"]
+    if "parley-fp32" in results and "parley-int8" in results:
+        n = str(max(sizes))
+        quality["int8_vs_fp32_greedy"] = _agreement(
+            results["parley-fp32"]["runs"][n]["outputs"],
+            results["parley-int8"]["runs"][n]["outputs"],
+            tokenizer,
+        )
+    if "generate-1by1" in results and "parley-fp32" in results:
+        n = str(max(sizes))
+        quality["fp32_vs_generate_greedy"] = _agreement(
+            results["generate-1by1"]["runs"][n]["outputs"],
+            results["parley-fp32"]["runs"][n]["outputs"],
+            tokenizer,
+        )
+    if quality:
+        print("\nquality (held-out perplexity on this project's docs; greedy agreement, N = max):")
+        for key, value in quality.items():
+            print(f"  {key}: {value}")
+    staggered = next((r["staggered"] for r in results.values() if "staggered" in r), None)
+    if staggered:
+        print(
+            f"\nstaggered: {staggered['requests']} requests, Poisson {staggered['rate_per_s']}/s:"
+            f" TTFT p50 {staggered['ttft_p50_s']:.2f}s p95 {staggered['ttft_p95_s']:.2f}s"
+            f" p99 {staggered['ttft_p99_s']:.2f}s; lone {staggered['lone_ttft_s']:.2f}s"
+            f" -> p95 = {staggered['p95_over_lone']:.2f}x lone; {staggered['tok_per_s']:.1f} tok/s"
+        )
+    return {
+        "device": args.device,
+        "new_tokens": NEW_TOKENS,
+        "sizes": sizes,
+        "table": table,
+        "ratios": ratios,
+        "quality": quality,
+        "staggered": staggered,
+    }
+
+
+def _plot(report: dict[str, Any], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for system, rows in report["table"].items():
+        sizes = sorted(int(n) for n in rows)
+        axes.plot(sizes, [rows[str(n)]["tok_per_s"] for n in sizes], marker="o", label=system)
+    axes.set_xscale("log", base=2)
+    axes.set_xlabel("concurrent conversations N")
+    axes.set_ylabel("aggregate tokens/s")
+    axes.set_title(f"Generation throughput, bundled model, {report['device']}")
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
