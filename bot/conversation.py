@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
@@ -110,6 +110,10 @@ class ConversationManager:
         self._workers: dict[ConversationKey, asyncio.Task[None]] = {}
         self._pending = 0
         self._closed = False
+        #: Set by the service: called instead of a plain don't-know once there have been
+        #: ``dont_knows_before_handoff`` of them in a row (0: never).
+        self.hand_off: Callable[[ConversationKey, Reply, str, str], Awaitable[None]] | None = None
+        self.dont_knows_before_handoff = 0
 
     @property
     def pending(self) -> int:
@@ -314,9 +318,29 @@ class ConversationManager:
     async def _dont_know(self, job: _Job) -> Answer:
         assert self.knowledge is not None
         text = self.knowledge.config.dont_know_message
+        limit = self.dont_knows_before_handoff
+        if self.hand_off is not None and limit > 0:
+            before = await self._dont_knows_in_a_row(job.event.key, limit)
+            if before + 1 >= limit:
+                await self.hand_off(job.event.key, job.reply, "didn't know, again", text)
+                await self._record_answer(job.event.key, text, job.reply, "dont_know")
+                return Answer(job.text, text, "dont_know")
         await job.reply.finish("\n\n".join([text, *job.notes]))
         await self._record_answer(job.event.key, text, job.reply, "dont_know")
         return Answer(job.text, text, "dont_know")
+
+    async def _dont_knows_in_a_row(self, key: ConversationKey, limit: int) -> int:
+        """How many of the bot's latest answers here were don't-knows, up to ``limit``."""
+        try:
+            turns = await self.store.history(key, limit=2 * limit + 1)
+        except StoreError:
+            return 0
+        count = 0
+        for turn in reversed([t for t in turns if t.role == "assistant"]):
+            if turn.status != "dont_know":
+                break
+            count += 1
+        return count
 
     async def _record_answer(
         self, key: ConversationKey, text: str, reply: Reply, status: Status = "complete"

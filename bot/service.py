@@ -96,6 +96,9 @@ class Service:
         self.conversations = ConversationManager(
             store, backend, config.bot, config.model, self.metrics, knowledge
         )
+        # Repeated don't-knows hand the customer to a person instead of a third shrug.
+        self.conversations.hand_off = self.hand_off
+        self.conversations.dont_knows_before_handoff = config.handoff.dont_knows_in_a_row
         self.metrics.watch(
             lambda: self.conversations.pending, lambda: getattr(backend, "in_flight", 0)
         )
@@ -313,11 +316,14 @@ class Service:
             log.exception("cannot read the handoff state of %s", key)
         return False
 
-    async def hand_off(self, key: ConversationKey, reply: Reply, reason: str) -> None:
+    async def hand_off(
+        self, key: ConversationKey, reply: Reply, reason: str, lead: str = ""
+    ) -> None:
         """Ask the staff to take over here and keep the bot quiet until they hand it back.
 
         An adapter whose reply has ``handoff(text)`` posts the text with the one mention the bot
-        may make, its support team's; any other reply shows the text alone."""
+        may make, its support team's; any other reply shows the text alone. ``lead`` comes
+        first (the don't-know answer that led here)."""
         log.info("handing %s to a human: %s", key, reason)
         try:
             await self.store.start_handoff(key, reason)
@@ -326,8 +332,9 @@ class Service:
             self.metrics.errors.labels("store").inc()
             await reply.fail(STORE_DOWN)
             return
+        text = f"{lead}\n\n{HANDOFF}" if lead else HANDOFF
         announce = getattr(reply, "handoff", None)
-        await (announce(HANDOFF) if announce is not None else reply.finish(HANDOFF))
+        await (announce(text) if announce is not None else reply.finish(text))
 
     async def _while_handed_off(self, event: Event, text: str, reply: Reply) -> Outcome:
         if self.is_staff(event) and COMMANDS.get(text.lower()) == "resume":

@@ -28,7 +28,7 @@ from bot.knowledge.base import Knowledge, KnowledgeBase
 from bot.knowledge.cite import FOOTER_HEADING, strip_sources
 from bot.knowledge.embed import Embedder
 from bot.knowledge.ingest import parse, read_document
-from bot.service import Service
+from bot.service import HANDOFF, Outcome, Service
 from bot.store import SQLiteStore
 from tests.scripted import ScriptedBackend
 
@@ -261,14 +261,36 @@ async def test_a_question_nothing_answers_gets_the_dont_know_message_without_the
 ) -> None:
     backend = ScriptedBackend("Bread needs flour, water and salt.")
     service = await _service(tmp_path, embedder, backend, sample=sample)
-    reply = MemoryAdapter(service).send("how do i bake sourdough bread")
+    chat = MemoryAdapter(service)
+    reply = chat.send("how do i bake sourdough bread")
     text = await reply.wait()
+    await chat.drain()  # recorded once posted
     assert text == KnowledgeConfig().dont_know_message
     assert not reply.started and backend.prompts == []
     with sqlite3.connect(tmp_path / "parley.db") as db:
         rows = db.execute("SELECT role, status FROM messages ORDER BY id").fetchall()
     # Recorded as a don't-know, which handoff and `parley report` count.
     assert rows == [("user", "complete"), ("assistant", "dont_know")]
+    await service.close()
+
+
+async def test_two_dont_knows_in_a_row_hand_the_customer_to_a_person(
+    tmp_path: Path, embedder: Embedder, sample: Knowledge
+) -> None:
+    backend = ScriptedBackend("Bread needs flour, water and salt.")
+    service = await _service(tmp_path, embedder, backend, sample=sample)
+    chat = MemoryAdapter(service)
+    first = chat.send("how do i bake sourdough bread")
+    assert await first.wait() == KnowledgeConfig().dont_know_message and not first.handed_off
+    second = chat.send("what movies are playing tonight")
+    text = await second.wait()
+    assert second.handed_off
+    assert text == f"{KnowledgeConfig().dont_know_message}\n\n{HANDOFF}"
+    # From now on the bot stays quiet here until staff hand the conversation back.
+    quiet = chat.send("hello?")
+    await chat.drain()
+    assert quiet.outcome is Outcome.HANDED_OFF and quiet.text is None
+    assert backend.prompts == []
     await service.close()
 
 
