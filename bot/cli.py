@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import logging
 import signal
@@ -30,13 +31,18 @@ def _parser() -> argparse.ArgumentParser:
         "--config", help="TOML file overriding config/default.toml (or $PARLEY_CONFIG)"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("run", help="start every enabled adapter and serve until Ctrl-C")
+    run = commands.add_parser("run", help="start every enabled adapter and serve until Ctrl-C")
     chat = commands.add_parser(
         "chat", help="chat in the terminal (answers each line of piped input)"
     )
     chat.add_argument(
         "--conversation", default="terminal", help="name of the conversation to continue"
     )
+    for command in (run, chat):
+        command.add_argument(
+            "--model", help="serve this model instead of model.name (e.g. a 'parley train' folder)"
+        )
+    _add_training_parsers(commands)
     policy = commands.add_parser("policy", help="explain or reload the per-channel settings")
     policy_commands = policy.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
     explain = policy_commands.add_parser(
@@ -78,7 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"parley: {exc}", file=sys.stderr)
         return 2
+    if getattr(args, "model", None) and args.command in ("chat", "run"):
+        config = dataclasses.replace(
+            config, model=dataclasses.replace(config.model, name=args.model)
+        )
     setup_logging(config.log, quiet=args.command == "chat")
+    if args.command in ("train", "export-training"):
+        return _training_command(config, args)
     if args.command == "policy":
         from bot.policy_cli import explain, reload
 
@@ -115,6 +127,92 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _add_training_parsers(commands: Any) -> None:
+    train = commands.add_parser(
+        "train", help="fine-tune the model on support conversations (chat JSONL)"
+    )
+    train.add_argument("--data", required=True, help="conversations, one JSON object a line")
+    train.add_argument("--out", required=True, help="folder for the tuned model")
+    train.add_argument("--heldout", help="conversations to evaluate on (default: 10%% of --data)")
+    train.add_argument("--model", help="base model (default: model.name)")
+    train.add_argument("--epochs", type=float, default=3.0)
+    train.add_argument("--lr", type=float, default=None, help="default 5e-5, 2e-4 with --lora")
+    train.add_argument("--batch-size", type=int, default=4)
+    train.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")
+    train.add_argument("--max-length", type=int, default=512, help="tokens per conversation")
+    train.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps")
+    train.add_argument(
+        "--lora", action="store_true", help="train a LoRA adapter, merged at the end"
+    )
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    train.add_argument("--strict", action="store_true", help="stop at a malformed line")
+    train.add_argument("--resume", action="store_true", help="go on from the last checkpoint")
+    export = commands.add_parser(
+        "export-training", help="write stored conversations as training data (chat JSONL)"
+    )
+    export.add_argument(
+        "--min-rating",
+        choices=("up", "any"),
+        default="up",
+        help="up: conversations up to their last 👍 answer; any: every completed one",
+    )
+    export.add_argument("--out", required=True, help="the JSONL file to write")
+
+
+def _training_command(config: Config, args: argparse.Namespace) -> int:
+    """parley train / export-training; torch and transformers load only here."""
+    from pathlib import Path
+
+    try:
+        if args.command == "export-training":
+            from bot.training.export import export_training
+
+            system = config.bot.system_prompt.format(
+                name=config.bot.name, company=config.bot.company
+            )
+            count = export_training(config.store.path, args.min_rating, args.out, system)
+            print(f"parley: {count} conversations written to {args.out}")
+            return 0
+        from bot.training.train import TrainSettings, train
+
+        settings = TrainSettings(
+            data=Path(args.data),
+            out=Path(args.out),
+            heldout=Path(args.heldout) if args.heldout else None,
+            model=args.model or config.model.name,
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            grad_accum=args.grad_accum,
+            max_length=args.max_length,
+            max_steps=args.max_steps,
+            lora=args.lora,
+            seed=args.seed,
+            overwrite=args.overwrite,
+            strict=args.strict,
+            resume=args.resume,
+        )
+        result = train(settings, config.model)
+    except ParleyError as exc:
+        print(f"parley: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    if result.interrupted:
+        print(
+            f"parley: stopped at step {result.steps} with a checkpoint;"
+            " run the same command with --resume to go on",
+            file=sys.stderr,
+        )
+        return 130
+    if result.before and result.after:
+        print(
+            f"parley: held-out perplexity {result.before.perplexity:.2f} before,"
+            f" {result.after.perplexity:.2f} after ({result.steps} steps, {result.seconds:.0f} s)"
+        )
+    print(f"parley: model written to {result.out}; try it with: parley chat --model {result.out}")
+    return 0
 
 
 async def _chat(config: Config, conversation: str) -> int:

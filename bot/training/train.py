@@ -356,7 +356,8 @@ Made by `parley train` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Serve it with
 
 ## Data
 
-- training: `{settings.data}` (sha256 {_digest(settings.data)}): {result.train_examples} conversations
+- training: `{settings.data}` (sha256 {_digest(settings.data)}):
+  {result.train_examples} conversations
 - held-out: {heldout}: {result.heldout_examples} conversations
 
 Loss counts only the assistant's tokens; the rest of each conversation is context.
