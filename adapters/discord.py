@@ -208,6 +208,9 @@ class DiscordAdapter:
         }
         self.client: discord.Client
         if self.section.shards > 0:
+            if self.section.shard_ids:
+                # This replica's share of the shards; the others run elsewhere.
+                options["shard_ids"] = list(self.section.shard_ids)
             self.client = discord.AutoShardedClient(shard_count=self.section.shards, **options)
         else:
             self.client = discord.Client(**options)

@@ -242,6 +242,7 @@ class DiscordConfig:
     gateway_url: str = ""
     edit_interval: float = 1.0
     shards: int = 0
+    shard_ids: list[int] = field(default_factory=list)
     command_guilds: list[str] = field(default_factory=list)
     allow_guilds: list[str] = field(default_factory=list)
     allow_channels: list[str] = field(default_factory=list)

@@ -462,6 +462,21 @@ async def test_sharded_client_with_a_configured_gateway(fake: FakeDiscord, tmp_p
     assert [m["content"] for m in fake.sent()] == ["Sharded hello."]
 
 
+async def test_a_replica_runs_only_its_share_of_the_shards(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    async with serving(
+        fake,
+        tmp_path,
+        ScriptedBackend("From shard one."),
+        shards=2,
+        shard_ids=[1],
+        gateway_url=fake.gateway_url,
+    ) as (adapter, _, _):
+        assert adapter.connected
+    assert [identify["shard"] for identify in fake.identifies] == [[1, 2]]
+
+
 async def test_the_tiny_model_answers_a_mention(
     fake: FakeDiscord, tmp_path: Path, service: Service
 ) -> None:
