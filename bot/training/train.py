@@ -91,6 +91,18 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     train_examples: int = 0
     heldout_examples: int = 0
+    #: Tokens in one pass over the training set, padding left out.
+    train_tokens: int = 0
+    #: Seconds in the training loop itself (no loading or evaluation).
+    train_seconds: float = 0.0
+    #: Passes over the training set done (fractional when stopped by max_steps).
+    epochs_done: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return (
+            self.train_tokens * self.epochs_done / self.train_seconds if self.train_seconds else 0.0
+        )
 
 
 def train(
@@ -150,7 +162,7 @@ def train(
         max_steps=settings.max_steps,
         learning_rate=settings.learning_rate,
         lr_scheduler_type="linear",
-        warmup_steps=max(1, total_steps // 20),
+        warmup_steps=total_steps // 20,
         per_device_train_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.grad_accum,
         seed=settings.seed,
@@ -177,8 +189,16 @@ def train(
         callbacks=[recorder, stopper, *callbacks],
     )
     resume_from = _last_checkpoint(checkpoints) if settings.resume else None
+    loop_started = time.monotonic()
     with stopper.catching_ctrl_c():
         trainer.train(resume_from_checkpoint=resume_from)
+    progress: dict[str, Any] = {
+        "train_examples": len(train_set),
+        "heldout_examples": len(heldout_set),
+        "train_tokens": sum(len(example.input_ids) for example in train_set),
+        "train_seconds": time.monotonic() - loop_started,
+        "epochs_done": float(trainer.state.epoch or 0.0),
+    }
     if stopper.requested:
         return TrainResult(
             settings.out,
@@ -188,8 +208,7 @@ def train(
             time.monotonic() - started,
             interrupted=True,
             losses=recorder.losses,
-            train_examples=len(train_set),
-            heldout_examples=len(heldout_set),
+            **progress,
         )
     model = trainer.model
     if settings.lora:
@@ -202,8 +221,7 @@ def train(
         trainer.state.global_step,
         time.monotonic() - started,
         losses=recorder.losses,
-        train_examples=len(train_set),
-        heldout_examples=len(heldout_set),
+        **progress,
     )
     _save(model, tokenizer, settings, result, loaded.source, loaded.device)
     shutil.rmtree(checkpoints, ignore_errors=True)
@@ -346,7 +364,7 @@ def _card(settings: TrainSettings, result: TrainResult, source: str, device: str
         ("seed", str(settings.seed)),
         ("optimizer steps", str(result.steps)),
         ("device", device),
-        ("time", f"{result.seconds:.0f} s"),
+        ("time", f"{result.seconds:.0f} s ({result.tokens_per_second:.0f} tokens/s training)"),
     ]
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
     return f"""# Fine-tuned support model
