@@ -1,10 +1,8 @@
 """How an answer appears on Discord: typing, then a reply edited as the text grows.
 
-``DiscordReply`` implements ``bot.reply.Reply``. ``update()`` only records the newest text and
-wakes a writer task, so the model never waits on Discord: the writer shows the latest text at most
-once per ``interval`` seconds (edits in between are merged away). ``finish()`` stops the writer and
-makes the final edit, continuing in further messages past 2,000 characters. Every send and edit
-carries ``AllowedMentions.none()``, whatever the text says.
+``DiscordReply`` implements ``bot.reply.Reply`` on ``ThrottledReply``: at most one edit per
+``interval``, the final edit continuing in further messages past 2,000 characters. Every send and
+edit carries ``AllowedMentions.none()``, whatever the text says.
 """
 
 from __future__ import annotations
@@ -17,6 +15,7 @@ from typing import Any, Protocol
 import discord
 
 from adapters.discord_split import LIMIT, split_message
+from adapters.throttled import ThrottledReply
 
 __all__ = ["NO_PINGS", "DiscordReply", "InteractionSink", "MessageSink", "Sink"]
 
@@ -98,8 +97,12 @@ class InteractionSink:
             log.debug("could not close interaction %s: %s", interaction.id, exc)
 
 
-class DiscordReply:
-    """``staff_roles``: the role ids a handoff mentions, the only mention the bot ever makes."""
+class DiscordReply(ThrottledReply):
+    """Typing, then a reply edited as the text grows, continuing in further messages past
+    2,000 characters. ``staff_roles``: the role ids a handoff mentions, the only mention the
+    bot ever makes."""
+
+    platform = "discord"
 
     def __init__(
         self,
@@ -108,46 +111,23 @@ class DiscordReply:
         limit: int = LIMIT,
         staff_roles: tuple[int, ...] = (),
     ) -> None:
+        super().__init__(interval)
         self.sink = sink
-        self.interval = interval
         self.limit = limit
         self.staff_roles = staff_roles
         self.posted: list[Any] = []
         self.shown: list[str] = []
-        self._latest = ""
-        self._wake = asyncio.Event()
-        self._done = asyncio.Event()
-        self._lock = asyncio.Lock()
-        self._writer: asyncio.Task[None] | None = None
-        self._typer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        if self._typer is None and not self._done.is_set():
-            self._typer = asyncio.create_task(self._type(), name="discord typing")
-
-    async def update(self, text: str) -> None:
-        if self._done.is_set():
-            return
-        self._latest = text
-        self._wake.set()
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write(), name="discord reply")
-
-    async def finish(self, text: str) -> None:
-        await self._stop()
-        async with self._lock:
-            await self._show(text, final=True)
-
-    async def fail(self, message: str) -> None:
-        await self.finish(message)
+        if not self._helpers and not self._done.is_set():
+            self._helpers.append(asyncio.create_task(self._type(), name="discord typing"))
 
     async def handoff(self, text: str) -> None:
         """Finish with ``text`` and a mention of the support team's roles, pinging only them."""
-        await self._stop()
         if not self.staff_roles:
-            async with self._lock:
-                await self._show(text, final=True)
+            await self.finish(text)
             return
+        await self._stop()
         mentions = " ".join(f"<@&{role}>" for role in self.staff_roles)
         allowed = discord.AllowedMentions(
             everyone=False,
@@ -163,22 +143,6 @@ class DiscordReply:
         """The id of the reply's first message, which ratings (reactions) refer to."""
         return str(self.posted[0].id) if self.posted else ""
 
-    async def close(self) -> None:
-        """Stop typing and editing without a final message (the adapter is shutting down)."""
-        await self._stop()
-
-    async def _stop(self) -> None:
-        self._done.set()
-        self._wake.set()
-        for task in (self._typer, self._writer):
-            if task is None:
-                continue
-            if task is self._typer:
-                task.cancel()
-            # The writer finishes the edit it is making, so no message is posted twice; what
-            # either task failed with was logged, and must not stop the final message.
-            await asyncio.gather(task, return_exceptions=True)
-
     async def _type(self) -> None:
         while not self._done.is_set():
             try:
@@ -188,22 +152,6 @@ class DiscordReply:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._done.wait(), TYPING_REFRESH)
-
-    async def _write(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._done.is_set():
-                return
-            try:
-                async with self._lock:
-                    await self._show(self._latest, final=False)
-            except Exception as exc:
-                # A failed intermediate edit is not fatal: the next one or the final one follows.
-                log.warning("could not update a Discord reply: %s", exc)
-            # The throttle: at most one edit per interval; finishing cuts the wait short.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._done.wait(), self.interval)
 
     async def _show(
         self, text: str, final: bool, allowed: discord.AllowedMentions = NO_PINGS

@@ -1,0 +1,83 @@
+"""The part of showing a growing answer that every chat platform shares: throttled updates.
+
+``update()`` only records the newest text and wakes a writer task, so the model never waits on
+the platform: the writer shows the latest text at most once per ``interval`` seconds (updates
+in between are merged away). ``finish()`` stops the writer and shows the final text. A platform
+says how text is shown in ``_show``; helper tasks it starts (a typing indicator) go in
+``_helpers`` and are cancelled when the answer ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+__all__ = ["ThrottledReply"]
+
+log = logging.getLogger(__name__)
+
+
+class ThrottledReply:
+    platform = "chat"
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._latest = ""
+        self._wake = asyncio.Event()
+        self._done = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._writer: asyncio.Task[None] | None = None
+        self._helpers: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Generation begins; nothing to show yet by default."""
+
+    async def update(self, text: str) -> None:
+        if self._done.is_set():
+            return
+        self._latest = text
+        self._wake.set()
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write(), name=f"{self.platform} reply")
+
+    async def finish(self, text: str) -> None:
+        await self._stop()
+        async with self._lock:
+            await self._show(text, final=True)
+
+    async def fail(self, message: str) -> None:
+        await self.finish(message)
+
+    async def close(self) -> None:
+        """Stop updating without a final message (the adapter is shutting down)."""
+        await self._stop()
+
+    async def _show(self, text: str, final: bool) -> None:
+        raise NotImplementedError
+
+    async def _stop(self) -> None:
+        self._done.set()
+        self._wake.set()
+        for task in self._helpers:
+            task.cancel()
+        # The writer finishes the update it is making, so no message is posted twice; what
+        # either failed with was logged, and must not stop the final message.
+        tasks = [*self._helpers, *([self._writer] if self._writer else [])]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _write(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._done.is_set():
+                return
+            try:
+                async with self._lock:
+                    await self._show(self._latest, final=False)
+            except Exception as exc:
+                # A failed intermediate update is not fatal: the next or the final one follows.
+                log.warning("could not update a %s reply: %s", self.platform, exc)
+            # The throttle; finishing cuts the wait short.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._done.wait(), self.interval)
