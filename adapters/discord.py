@@ -3,11 +3,9 @@ the triggering message, streamed by editing; 👍/👎 reactions on answers are 
 
 discord.py does the platform's work (gateway heartbeats, RESUME, reconnect backoff, REST 429
 waits); this module converts at the edge and hands each event to ``Service.handle`` in a task it
-tracks, at most ``bot.max_pending`` at once: discord.py itself starts one task per gateway event
-without a bound, so past that a message addressed to the bot is answered "busy" at once and any
-other is dropped. The core decides whether to answer (mention, policy, duplicates: a redelivery
-after a RESUME carries the same message id). ``[discord]``'s allow/deny lists are a first filter
-at the edge, before ``[policy]``.
+tracks, at most ``bot.max_pending`` at once (``adapters.inflight``). The core decides whether to
+answer (mention, policy, duplicates: a redelivery after a RESUME carries the same message id).
+``[discord]``'s allow/deny lists are a first filter at the edge, before ``[policy]``.
 
 Endpoints: discord.py keeps its REST base and gateway URL in class attributes
 (``discord.http.Route.BASE``, ``discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY``). ``run()``
@@ -28,10 +26,11 @@ import yarl
 from discord import app_commands
 
 from adapters.discord_reply import NO_PINGS, DiscordReply, InteractionSink, MessageSink
+from adapters.inflight import Inflight
 from bot.config import Config, DiscordConfig
-from bot.conversation import BUSY
 from bot.errors import ConfigError, PlatformError
 from bot.events import ConversationKey, Event
+from bot.reply import Reply
 from bot.service import Service
 from bot.store import Rating
 
@@ -190,10 +189,8 @@ class DiscordAdapter:
         self.section = config.discord
         self.service = service
         self.ready = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._inflight = Inflight(PLATFORM, config.bot.max_pending)
         self._replies: set[DiscordReply] = set()
-        self._limit = max(1, config.bot.max_pending)
-        self._accepting = True
         # The core answers only the bots in limits.allow_bots (with its loop breaker); the
         # others stop here. discord.allow_bots lets a bot through this edge as well.
         self._allow_bots = {*self.section.allow_bots, *config.limits.allow_bots}
@@ -285,13 +282,7 @@ class DiscordAdapter:
 
     async def _drain(self) -> None:
         """Stop taking events; let replies in flight finish within the grace period."""
-        self._accepting = False
-        tasks = list(self._tasks)
-        if tasks:
-            _, late = await asyncio.wait(tasks, timeout=self.config.ops.shutdown_grace)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+        await self._inflight.drain(self.config.ops.shutdown_grace)
         for reply in list(self._replies):
             await reply.close()
 
@@ -326,7 +317,7 @@ class DiscordAdapter:
         if not self._permitted(message.guild, message.channel, roles, author.id):
             log.debug("not answering %s in %s: [discord] access lists", author.id, event.key)
             return
-        self._spawn(event, self._reply(MessageSink(message)))
+        self._inflight.start(event, self._reply(MessageSink(message)), self._handle)
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         rating = RATINGS.get(str(payload.emoji))
@@ -339,7 +330,7 @@ class DiscordAdapter:
         task = asyncio.create_task(
             self.service.feedback(scope, str(payload.message_id), str(payload.user_id), rating)
         )
-        self._track(task)
+        self._inflight.track(task)
 
     def _reply(self, sink: MessageSink | InteractionSink) -> DiscordReply:
         return DiscordReply(sink, self.section.edit_interval, staff_roles=self._staff_roles)
@@ -360,23 +351,8 @@ class DiscordAdapter:
             return False
         return not section.allow_roles or bool({str(r) for r in roles} & set(section.allow_roles))
 
-    def _spawn(self, event: Event, reply: DiscordReply) -> None:
-        if not self._accepting:
-            return
-        if len(self._tasks) < self._limit:
-            work = self._handle(event, reply)
-        elif event.addressed and len(self._tasks) < 2 * self._limit:
-            work = reply.fail(BUSY)
-        else:
-            log.warning("dropping Discord message %s: too much work in flight", event.message_id)
-            return
-        self._track(asyncio.create_task(work, name=f"discord {event.message_id}"))
-
-    def _track(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _handle(self, event: Event, reply: DiscordReply) -> None:
+    async def _handle(self, event: Event, reply: Reply) -> None:
+        assert isinstance(reply, DiscordReply)
         self._replies.add(reply)
         try:
             outcome = await self.service.handle(event, reply)
@@ -443,4 +419,4 @@ class DiscordAdapter:
         if defer:
             # An interaction must be acknowledged within 3 seconds; the answer may take longer.
             await interaction.response.defer(thinking=True)
-        self._spawn(event, self._reply(InteractionSink(interaction)))
+        self._inflight.start(event, self._reply(InteractionSink(interaction)), self._handle)
