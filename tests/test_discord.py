@@ -38,6 +38,7 @@ from tests.fakes.discord import (
     THREAD_ID,
     FakeDiscord,
 )
+from tests.harness import connected, record_outcomes
 from tests.scripted import Answer, ScriptedBackend
 
 
@@ -110,31 +111,12 @@ async def serving(
         store = SQLiteStore(str(tmp_path / "parley.db"))
         service = Service(config, backend or ScriptedBackend(), store)
         await service.start()
-    outcomes: list[tuple[str, Outcome]] = []
-    handle = service.handle
-
-    async def recording(event: Any, reply: Any) -> Outcome:
-        outcome = await handle(event, reply)
-        outcomes.append((event.message_id, outcome))
-        await fake._notify()
-        return outcome
-
-    service.handle = recording
+    outcomes = record_outcomes(service, fake._notify)
     adapter = create(config, service)
-    running = asyncio.create_task(adapter.run())
-    ready = asyncio.create_task(adapter.ready.wait())
     try:
-        done, _ = await asyncio.wait(
-            [running, ready], timeout=15, return_when=asyncio.FIRST_COMPLETED
-        )
-        if running in done:
-            running.result()
-        assert ready in done, "the client did not become ready"
-        yield adapter, service, outcomes
+        async with connected(adapter):
+            yield adapter, service, outcomes
     finally:
-        ready.cancel()
-        running.cancel()
-        await asyncio.gather(running, ready, return_exceptions=True)
         del service.handle
         if own:
             await service.close()
