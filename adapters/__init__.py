@@ -17,7 +17,7 @@ from typing import Protocol
 __all__ = ["RUNNABLE", "Adapter"]
 
 #: Adapters ``parley run`` considers, in start order.
-RUNNABLE: tuple[str, ...] = ("web", "discord")
+RUNNABLE: tuple[str, ...] = ("web", "discord", "slack")
 
 
 class Adapter(Protocol):
