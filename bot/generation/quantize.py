@@ -1,9 +1,14 @@
 """Optional int8 dynamic quantisation of a model's Linear layers (CPU only).
 
 Weights are stored as int8 with a per-channel scale and activations are quantised on the fly, so
-every matrix product reads a quarter of the bytes and uses the CPU's integer dot-product units.
-On a 2-core machine that roughly doubles a batched decode step (see README, Performance); the
-bench prints its cost in greedy agreement and perplexity beside the speed.
+a matrix product reads a quarter of the bytes and uses the CPU's integer dot-product units. The
+bench prints the cost in greedy agreement and perplexity beside the speed (README, Performance).
+
+Two kinds of layer stay in float: each MLP's ``down_proj``, whose input (after the gated
+activation) has the few huge outliers that a per-tensor activation scale flattens, and the
+``lm_head``, whose small logit differences decide every greedy token. On the bundled model
+(held-out perplexity 54.6 in fp32) quantising every Linear gave 175, this 62.8, for a decode
+step at 32 rows about 1.4x faster than fp32 instead of 1.8x.
 """
 
 from __future__ import annotations
@@ -17,8 +22,13 @@ __all__ = ["quantize_int8"]
 log = logging.getLogger(__name__)
 
 
+#: Linear layers kept in float (matched on the last part of their name).
+KEEP_FLOAT = frozenset({"down_proj", "lm_head"})
+
+
 def quantize_int8(model: Any) -> Any:
-    """The model with its ``nn.Linear`` layers replaced by dynamically quantised ones.
+    """The model with its ``nn.Linear`` layers, but those in ``KEEP_FLOAT``, replaced by
+    dynamically quantised ones.
 
     Returns the model unchanged (with a warning in the log) when it is not on the CPU: the
     quantised kernels exist only there.
@@ -36,6 +46,10 @@ def quantize_int8(model: Any) -> Any:
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
         # One scale per output channel: per-tensor scales lose more of the small rows.
-        spec = {torch.nn.Linear: per_channel_dynamic_qconfig}
+        spec = {
+            name: per_channel_dynamic_qconfig
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] not in KEEP_FLOAT
+        }
         quantized: Any = quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
     return quantized
