@@ -1,7 +1,8 @@
 """Greedy replies from the batching engine are token for token those of ``model.generate``.
 
 Requests of different lengths join and leave at different steps, prompts are prefilled in small
-chunks, and fewer rows than requests force rows to be reused: none of it may change a token.
+chunks, shared beginnings of prompts are copied from another row's cache, and fewer rows than
+requests force rows to be reused: none of it may change a token.
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ def _check(folder: Path, max_new: list[int], joins: list[int], **engine_args: An
     ]
     _staggered(engine, requests, joins)
     assert sorted(done) == list(range(len(requests)))
+    # The prompts share their system prompt: later ones copy it from a row in the cache, and
+    # their tokens must not change for it.
+    assert engine.reused > 0
     for i, (request, want) in enumerate(zip(requests, expected, strict=True)):
         assert request.output_ids == want, f"request {i} differs from model.generate"
 

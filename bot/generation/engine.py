@@ -7,7 +7,9 @@ The asyncio side only submits and aborts (thread-safe); results leave through ea
 2. admits waiting requests while the batch has room (``max_batch_size`` rows, and
    ``max_tokens_in_flight`` key/value positions allocated);
 3. prefills prompts in chunks, at most ``prefill_chunk_tokens`` prompt tokens per step, so a long
-   prompt delays the others' next token by one chunk, never by a whole prompt;
+   prompt delays the others' next token by one chunk, never by a whole prompt. A prompt that
+   begins like one already in the cache (every conversation shares the system prompt) copies
+   those positions' keys and values from that row instead of computing them again;
 4. runs ONE forward for every request that is decoding: one new token each, each at its own
    position in its own cache row (see kvcache.py), masked to its own length.
 
@@ -71,6 +73,8 @@ class _Running:
 
 
 _STOP = object()
+# Shorter shared beginnings are not worth a copy.
+_MIN_REUSE = 16
 
 
 class Engine:
@@ -96,9 +100,11 @@ class Engine:
         self.max_tokens_in_flight = max_tokens_in_flight or self.max_batch_size * context_window
         self.prefill_chunk_tokens = max(1, prefill_chunk_tokens)
         self.eos_ids = _end_of_turn_ids(model, tokenizer)
-        #: Rounds run and tokens generated since start (for metrics and the bench).
+        #: Rounds run, tokens generated, and prompt tokens copied from another row rather than
+        #: computed, since start (for metrics and the bench).
         self.steps = 0
         self.generated = 0
+        self.reused = 0
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._waiting: deque[Request] = deque()
         # Physical cache row order: decoding requests first (rows 0 .. _decoding - 1), then the
@@ -262,9 +268,34 @@ class Engine:
                 log.exception("prefill failed for request %s", running.request.id)
                 self._finish(running, exc)
 
+    def _reuse_prefix(self, running: _Running) -> None:
+        """Start a new prompt from the longest beginning it shares with a prompt in the cache.
+
+        The keys and values of a position depend only on the tokens up to it, so a copy is what
+        computing them would give. The last prompt token is always computed: its logits give the
+        first reply token."""
+        prompt = running.request.prompt_ids
+        best, donor = 0, -1
+        for row, other in enumerate(self._rows):
+            if other is running or other.length < _MIN_REUSE:
+                continue
+            theirs = other.request.prompt_ids
+            limit = min(len(prompt) - 1, other.length, len(theirs))
+            shared = 0
+            while shared < limit and prompt[shared] == theirs[shared]:
+                shared += 1
+            if shared > best:
+                best, donor = shared, row
+        if best >= _MIN_REUSE:
+            self.cache.move(donor, self._rows.index(running), best)
+            running.length = best
+            self.reused += best
+
     def _prefill_chunk(self, running: _Running, budget: int) -> int:
         torch = self._torch
         prompt = running.request.prompt_ids
+        if running.length == 0:
+            self._reuse_prefix(running)
         start = running.length
         count = min(len(prompt) - start, budget)
         end = start + count
