@@ -78,15 +78,20 @@ class SlotCache:
         if max_cells:
             new_rows = max(rows, min(new_rows, max_cells // new_length))
         shape = (new_rows, self.kv_heads, new_length, self.head_dim)
-        # Zeros, not empty: masked positions still enter the weighted sum (as weight 0 × value),
-        # and uninitialised memory may hold NaN, which 0 × NaN spreads.
-        zeros = self._torch.zeros
-        keys = [zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.layers)]
-        values = [zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.layers)]
-        if in_use and self.keys:
-            for new, old in zip([*keys, *values], [*self.keys, *self.values], strict=True):
-                new[:in_use, :, : self.length] = old[:in_use]
-        self.keys, self.values = keys, values
+        if not self.keys:
+            self.keys, self.values = [None] * self.layers, [None] * self.layers
+        # One tensor at a time, each old one dropped as soon as it is copied: growing costs one
+        # layer's worth of memory on top, not a second copy of the whole cache.
+        for tensors in (self.keys, self.values):
+            for layer, old in enumerate(tensors):
+                # Zeros, not empty: masked positions still enter the weighted sum (as weight
+                # 0 × value), and uninitialised memory may hold NaN, which 0 × NaN spreads.
+                new = self._torch.zeros(shape, dtype=self.dtype, device=self.device)
+                if in_use and old is not None:
+                    new[:in_use, :, : self.length] = old[:in_use]
+                tensors[layer] = new
+                del old
+                _give_back_freed_memory()
         self.rows, self.length = new_rows, new_length
         self._row_index = None
 
@@ -95,6 +100,7 @@ class SlotCache:
         self.keys, self.values = [], []
         self.rows = self.length = 0
         self._row_index = None
+        _give_back_freed_memory()
 
     def move(self, source: int, target: int, upto: int) -> None:
         """Copy row ``source``'s first ``upto`` positions onto row ``target``."""
@@ -143,3 +149,26 @@ class SlotCache:
     def get_seq_length(self, layer_idx: int = 0) -> int:
         # Only consulted when no position ids are given; the engine always gives them.
         return 0
+
+
+def _give_back_freed_memory() -> None:
+    """Return freed heap pages to the system (glibc). Without it the old tensors of a grown
+    cache stay resident: glibc keeps large freed blocks on its heap for reuse, and a bigger
+    cache cannot reuse them."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc() -> Any:
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _load_libc()
