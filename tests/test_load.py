@@ -73,5 +73,8 @@ async def test_a_burst_of_300_messages_is_answered_once_each_in_order(
             assert users == expected  # each once, in the order sent
             assert [t.role for t in turns] == ["user", "assistant"] * len(expected)
         assert service.conversations.pending == 0
+        # Shown with -s: the figures the reliability notes quote.
+        grown = (rss_after - rss_before) / 2**20
+        print(f"\n300 messages: worst event-loop lag {worst[0] * 1000:.0f} ms, RSS +{grown:.0f} MB")
         assert worst[0] < 0.1, f"the event loop stalled for {worst[0] * 1000:.0f} ms"
         assert rss_after - rss_before < 300 * 2**20
