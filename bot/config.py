@@ -68,6 +68,7 @@ class ModelConfig:
     max_new_tokens: int = 256
     temperature: float = 0.3
     top_p: float = 0.9
+    repetition_penalty: float = 1.15
     queue_size: int = 64
     max_batch_size: int = 32
     threads: int = 0
@@ -315,6 +316,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     from bot.policy import validate_policy  # policy rules need the config types first
 
     validate_policy(config.policy, source)
+    if config.model.repetition_penalty <= 0:
+        raise ConfigError(f"{source}: 'model.repetition_penalty' must be above 0 (1 turns it off)")
     return dataclasses.replace(config, source=source)
 
 

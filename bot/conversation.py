@@ -104,7 +104,10 @@ class ConversationManager:
         self.metrics = metrics or Metrics()
         self.bot = bot
         self.params = GenerationParams(
-            max_new_tokens=model.max_new_tokens, temperature=model.temperature, top_p=model.top_p
+            max_new_tokens=model.max_new_tokens,
+            temperature=model.temperature,
+            top_p=model.top_p,
+            repetition_penalty=model.repetition_penalty,
         )
         self._queues: dict[ConversationKey, deque[_Job]] = {}
         self._workers: dict[ConversationKey, asyncio.Task[None]] = {}

@@ -104,3 +104,10 @@ def test_help_lists_the_commands() -> None:
     assert result.returncode == 0
     for command in ("run", "chat"):
         assert command in result.stdout
+
+
+def test_a_repetition_penalty_of_zero_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "parley.toml"
+    path.write_text("[model]\nrepetition_penalty = 0\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"'model.repetition_penalty' must be above 0"):
+        load_config(str(path))

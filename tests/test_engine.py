@@ -194,3 +194,19 @@ async def test_int8_backend_answers(tiny_model_dir: Path, tmp_path: Path) -> Non
         assert "Quantized" not in repr(layer.mlp.down_proj) + repr(model.lm_head)
     finally:
         await backend.close()
+
+
+def test_a_repetition_penalty_steers_away_from_tokens_already_written(
+    model_and_tokenizer: tuple[Any, Any],
+) -> None:
+    engine = _engine(model_and_tokenizer)
+    plain, _ = _request(12, 40)
+    strict = Request(
+        list(plain.prompt_ids), GenerationParams(max_new_tokens=40, repetition_penalty=1e6), Log()
+    )
+    for request in (plain, strict):
+        engine.submit(request)
+    _run(engine)
+    # The random model repeats itself when left alone; under an overwhelming penalty it does not.
+    assert len(set(plain.output_ids)) < len(plain.output_ids)
+    assert len(set(strict.output_ids)) == len(strict.output_ids) == 40

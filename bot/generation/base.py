@@ -21,6 +21,10 @@ class GenerationParams:
     max_new_tokens: int = 256
     temperature: float = 0.0  # 0 means greedy
     top_p: float = 1.0
+    #: Above 1, tokens the reply already contains are made less likely (logits above 0 divided
+    #: by it, below 0 multiplied), as transformers' repetition penalty but over the reply only:
+    #: copying words from the prompt's sources stays free.
+    repetition_penalty: float = 1.0
     stop: tuple[str, ...] = field(default_factory=tuple)
     seed: int | None = None
 

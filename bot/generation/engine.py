@@ -353,6 +353,8 @@ class Engine:
             self._accept(running, token)
 
     def _sample_batch(self, logits: Any, batch: Sequence[_Running]) -> list[int]:
+        for row, running in enumerate(batch):
+            penalise(logits[row], running.request.output_ids, running.request.params)
         greedy: list[int] = logits.argmax(dim=-1).tolist()
         return [
             token
@@ -389,6 +391,18 @@ class Engine:
         running.request.emit(tail, True, error)
         if running in self._rows:
             self._remove(running)
+
+
+def penalise(logits: Any, output_ids: Sequence[int], params: GenerationParams) -> None:
+    """Apply ``params.repetition_penalty`` to the tokens of the reply so far, in place."""
+    penalty = params.repetition_penalty
+    if penalty == 1.0 or not output_ids:
+        return
+    import torch
+
+    seen = torch.tensor(sorted(set(output_ids)), device=logits.device)
+    scores = logits[seen]
+    logits[seen] = torch.where(scores > 0, scores / penalty, scores * penalty)
 
 
 def sample(logits: Any, params: GenerationParams, generator: Any) -> int:
