@@ -115,8 +115,6 @@ class DiscordReply(ThrottledReply):
         self.sink = sink
         self.limit = limit
         self.staff_roles = staff_roles
-        self.posted: list[Any] = []
-        self.shown: list[str] = []
 
     async def start(self) -> None:
         if not self._helpers and not self._done.is_set():
@@ -157,18 +155,15 @@ class DiscordReply(ThrottledReply):
         self, text: str, final: bool, allowed: discord.AllowedMentions = NO_PINGS
     ) -> None:
         pieces = split_message(text, self.limit) if text.strip() else []
-        for index, piece in enumerate(pieces):
-            if index < len(self.posted):
-                if self.shown[index] != piece:
-                    await self.posted[index].edit(content=piece, allowed_mentions=allowed)
-                    self.shown[index] = piece
-            else:
-                self.posted.append(await self.sink.post(piece, index == 0, allowed))
-                self.shown.append(piece)
-        if final and pieces:
-            # The text shrank (cleaning removed a tail): remove continuations no longer needed.
-            while len(self.posted) > len(pieces):
-                extra = self.posted.pop()
-                self.shown.pop()
-                with contextlib.suppress(discord.HTTPException):
-                    await extra.delete()
+        await self._show_pieces(
+            pieces,
+            final,
+            edit=lambda message, piece: message.edit(content=piece, allowed_mentions=allowed),
+            post=lambda index, piece: self.sink.post(piece, index == 0, allowed),
+            delete=_delete,
+        )
+
+
+async def _delete(message: Any) -> None:
+    with contextlib.suppress(discord.HTTPException):
+        await message.delete()

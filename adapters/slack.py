@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -34,7 +33,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.inflight import Inflight
-from adapters.slack_format import escape, leading_user, readable
+from adapters.slack_format import USER_MENTION, escape, leading_user, readable
 from adapters.slack_reply import Place, SlackReply, staff_mention
 from bot.config import Config
 from bot.errors import ConfigError, PlatformError
@@ -53,8 +52,16 @@ COMMAND = "/parley"
 # Messages people write; edits, deletions, joins and bot posts are not questions.
 ANSWERABLE_SUBTYPES = {None, "file_share", "thread_broadcast"}
 RATINGS: dict[str, Rating] = {"+1": "up", "thumbsup": "up", "-1": "down", "thumbsdown": "down"}
-_USER_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 _SEEN_EVENTS = 10_000
+
+
+def _client_token_note(record: logging.LogRecord) -> bool:
+    # bolt reads $SLACK_BOT_TOKEN itself and warns that it goes unused when given a client;
+    # the client carries that very token, so the warning would only mislead.
+    return "`token` will be unused" not in record.getMessage()
+
+
+logging.getLogger("slack_bolt.AsyncApp").addFilter(_client_token_note)
 
 
 def _missing(config: Config) -> list[str]:
@@ -140,7 +147,6 @@ class SlackAdapter:
         # Connection errors are retried by default; a 429 waits for its Retry-After.
         self.client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
         http = self.section.mode == "http"
-        logging.getLogger("slack_bolt.AsyncApp").addFilter(_client_token_note)
         self.app = AsyncApp(
             client=self.client,
             signing_secret=config.secret(self.section.signing_secret_env) or "",
@@ -293,7 +299,7 @@ class SlackAdapter:
 
     async def _lookup(self, event: dict[str, Any]) -> dict[str, str]:
         """Display names of the author and the users a message mentions (cached)."""
-        wanted = {str(event.get("user") or ""), *_USER_MENTION.findall(event.get("text") or "")}
+        wanted = {str(event.get("user") or ""), *USER_MENTION.findall(event.get("text") or "")}
         for ident in wanted - self._names.keys() - {"", self.bot_user}:
             try:
                 found = await self.client.users_info(user=ident)
@@ -402,12 +408,6 @@ class _Ephemeral:
 
     async def fail(self, message: str) -> None:
         await self.finish(message)
-
-
-def _client_token_note(record: logging.LogRecord) -> bool:
-    # bolt reads $SLACK_BOT_TOKEN itself and warns that it goes unused when given a client;
-    # the client carries that very token, so the warning would only mislead.
-    return "`token` will be unused" not in record.getMessage()
 
 
 async def _forever() -> None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-__all__ = ["escape", "leading_user", "readable", "to_mrkdwn"]
+__all__ = ["USER_MENTION", "escape", "leading_user", "readable", "to_mrkdwn"]
 
 _ANGLE = re.compile(r"<([^<>]*)>")
 _SPACES = re.compile(r"[ \t]{2,}")
-_LEADING_USER = re.compile(r"\s*<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+#: A user mention as Slack sends it: <@U…> or <@U…|name>.
+USER_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 
 
 def _unescape(text: str) -> str:
@@ -50,7 +51,7 @@ def readable(text: str, bot_user: str, user_name: Callable[[str], str]) -> str:
 
 def leading_user(text: str) -> str | None:
     """The user a message opens by mentioning, if any."""
-    match = _LEADING_USER.match(text)
+    match = USER_MENTION.match(text.lstrip())
     return match.group(1) if match else None
 
 

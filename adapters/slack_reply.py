@@ -80,9 +80,7 @@ class SlackReply(ThrottledReply):
         self.refused = refused
         self.staff = staff
         self.streaming = place.team not in refused
-        #: ts of each message of the answer, the first one being what reactions rate.
-        self.posted: list[str] = []
-        self.shown: list[str] = []
+        # ``posted`` holds the ts of each message; the first is what reactions rate.
         self._stream: AsyncChatStream | None = None
         self._streamed = ""
 
@@ -124,7 +122,7 @@ class SlackReply(ThrottledReply):
         body = escape(text)
         if not final:
             # The last word may still change (a mention being cleaned, a word being cut).
-            body = body[: _LAST_WORD.search(body).start()].rstrip()  # type: ignore[union-attr]
+            body = _LAST_WORD.sub("", body).rstrip()
         pieces = split_message(body, STREAM_LIMIT) if body.strip() else []
         if not pieces:
             return
@@ -182,28 +180,28 @@ class SlackReply(ThrottledReply):
 
     async def _show_edited(self, text: str, final: bool) -> None:
         pieces = split_message(to_mrkdwn(text), UPDATE_LIMIT) if text.strip() else []
-        for index, piece in enumerate(pieces):
-            if index < len(self.posted):
-                if self.shown[index] != piece:
-                    await self.client.chat_update(
-                        channel=self.place.channel, ts=self.posted[index], text=piece
-                    )
-                    self.shown[index] = piece
-            else:
-                await self._post(piece, mrkdwn=True)
-        if final and pieces:
-            # The text shrank (cleaning removed a tail): remove continuations no longer needed.
-            while len(self.posted) > len(pieces):
-                ts = self.posted.pop()
-                self.shown.pop()
-                with contextlib.suppress(SlackApiError):
-                    await self.client.chat_delete(channel=self.place.channel, ts=ts)
+        channel = self.place.channel
+        await self._show_pieces(
+            pieces,
+            final,
+            edit=lambda ts, piece: self.client.chat_update(channel=channel, ts=ts, text=piece),
+            post=lambda _, piece: self._send(piece, mrkdwn=True),
+            delete=self._delete,
+        )
 
-    async def _post(self, text: str, mrkdwn: bool = False) -> None:
-        """A new message in the answer's thread: mrkdwn ``text``, or Markdown."""
+    async def _delete(self, ts: str) -> None:
+        with contextlib.suppress(SlackApiError):
+            await self.client.chat_delete(channel=self.place.channel, ts=ts)
+
+    async def _send(self, text: str, mrkdwn: bool = False) -> str:
+        """A new message in the answer's thread, mrkdwn ``text`` or Markdown; returns its ts."""
         body: dict[str, Any] = {"text": text} if mrkdwn else {"markdown_text": text}
         sent = await self.client.chat_postMessage(
             channel=self.place.channel, thread_ts=self.place.thread_ts, **body
         )
-        self.posted.append(str(sent["ts"]))
+        return str(sent["ts"])
+
+    async def _post(self, text: str, mrkdwn: bool = False) -> None:
+        """``_send``, as one more message of the answer."""
+        self.posted.append(await self._send(text, mrkdwn))
         self.shown.append(text)

@@ -3,7 +3,8 @@
 ``update()`` only records the newest text and wakes a writer task, so the model never waits on
 the platform: the writer shows the latest text at most once per ``interval`` seconds (updates
 in between are merged away). ``finish()`` stops the writer and shows the final text. A platform
-says how text is shown in ``_show``; helper tasks it starts (a typing indicator) go in
+says how text is shown in ``_show``, usually as pieces under its length limit kept in step with
+the messages posted (``_show_pieces``); helper tasks it starts (a typing indicator) go in
 ``_helpers`` and are cancelled when the answer ends.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 __all__ = ["ThrottledReply"]
 
@@ -29,6 +32,9 @@ class ThrottledReply:
         self._lock = asyncio.Lock()
         self._writer: asyncio.Task[None] | None = None
         self._helpers: list[asyncio.Task[None]] = []
+        #: The answer's messages (the platform's handles), and the text each one shows.
+        self.posted: list[Any] = []
+        self.shown: list[str] = []
 
     async def start(self) -> None:
         """Generation begins; nothing to show yet by default."""
@@ -55,6 +61,31 @@ class ThrottledReply:
 
     async def _show(self, text: str, final: bool) -> None:
         raise NotImplementedError
+
+    async def _show_pieces(
+        self,
+        pieces: Sequence[str],
+        final: bool,
+        edit: Callable[[Any, str], Awaitable[Any]],
+        post: Callable[[int, str], Awaitable[Any]],
+        delete: Callable[[Any], Awaitable[Any]],
+    ) -> None:
+        """Make the messages show ``pieces``: edit those whose text changed, post the missing
+        ones (``post`` returns the new message); on the final text, delete continuations it no
+        longer needs (cleaning removed a tail)."""
+        for index, piece in enumerate(pieces):
+            if index < len(self.posted):
+                if self.shown[index] != piece:
+                    await edit(self.posted[index], piece)
+                    self.shown[index] = piece
+            else:
+                self.posted.append(await post(index, piece))
+                self.shown.append(piece)
+        if final and pieces:
+            while len(self.posted) > len(pieces):
+                extra = self.posted.pop()
+                self.shown.pop()
+                await delete(extra)
 
     async def _stop(self) -> None:
         self._done.set()

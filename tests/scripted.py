@@ -59,3 +59,23 @@ class ScriptedBackend(Backend):
                 yield text[index : index + self.chunk]
         finally:
             self.active -= 1
+
+
+class GatedBackend(ScriptedBackend):
+    """Streams the first ``before_gate`` chunks, then holds the rest until the test opens
+    ``gate``: the moment to look at a reply while the model is still writing."""
+
+    def __init__(self, answer: Answer, chunk: int = 16, before_gate: int = 1) -> None:
+        super().__init__(answer, chunk=chunk)
+        self.gate = asyncio.Event()
+        self.before_gate = before_gate
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], params: GenerationParams
+    ) -> AsyncGenerator[str, None]:
+        sent = 0
+        async for delta in super().stream(messages, params):
+            yield delta
+            sent += 1
+            if sent == self.before_gate:
+                await self.gate.wait()

@@ -21,7 +21,7 @@ from adapters.discord_split import split_message
 from bot.config import Config, DiscordConfig, HandoffConfig, OpsConfig, PolicyConfig
 from bot.errors import ConfigError, PlatformError
 from bot.events import ConversationKey
-from bot.generation.base import ChatMessage, GenerationParams
+from bot.generation.base import ChatMessage
 from bot.service import RESET_DONE, Outcome, Service
 from bot.store import SQLiteStore
 from tests.conftest import make_config
@@ -39,7 +39,7 @@ from tests.fakes.discord import (
     FakeDiscord,
 )
 from tests.harness import connected, record_outcomes
-from tests.scripted import Answer, ScriptedBackend
+from tests.scripted import GatedBackend, ScriptedBackend
 
 
 def pings_nobody(allowed: dict[str, Any]) -> bool:
@@ -53,22 +53,6 @@ def pings_nobody(allowed: dict[str, Any]) -> bool:
 
 
 MENTION = f"<@{BOT_ID}>"
-
-
-class GatedBackend(ScriptedBackend):
-    """Streams the first chunk, then holds the rest until the test opens ``gate``."""
-
-    def __init__(self, answer: Answer, chunk: int = 16) -> None:
-        super().__init__(answer, chunk=chunk)
-        self.gate = asyncio.Event()
-
-    async def stream(self, messages: Sequence[ChatMessage], params: GenerationParams):  # type: ignore[override]
-        first = True
-        async for delta in super().stream(messages, params):
-            yield delta
-            if first:
-                first = False
-                await self.gate.wait()
 
 
 def config_for(fake: FakeDiscord, tmp_path: Path, **discord: Any) -> Config:

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,6 @@ from adapters.slack_format import escape, readable, to_mrkdwn
 from adapters.slack_reply import PLACEHOLDER, STREAM_LIMIT, UPDATE_LIMIT
 from bot.config import Config, HandoffConfig, OpsConfig, SlackConfig
 from bot.errors import ConfigError, PlatformError
-from bot.generation.base import ChatMessage, GenerationParams
 from bot.service import RESET_DONE, Outcome, Service
 from bot.store import SQLiteStore
 from tests.conftest import make_config
@@ -49,26 +48,9 @@ from tests.fakes.slack import (
     signed_headers,
 )
 from tests.harness import Outcomes, connected, record_outcomes
-from tests.scripted import Answer, ScriptedBackend
+from tests.scripted import GatedBackend, ScriptedBackend
 
 MENTION = f"<@{BOT_USER}>"
-
-
-class GatedBackend(ScriptedBackend):
-    """Streams the first chunks, then holds the rest until the test opens ``gate``."""
-
-    def __init__(self, answer: Answer, chunk: int = 8, before_gate: int = 3) -> None:
-        super().__init__(answer, chunk=chunk)
-        self.gate = asyncio.Event()
-        self.before_gate = before_gate
-
-    async def stream(self, messages: Sequence[ChatMessage], params: GenerationParams):  # type: ignore[override]
-        sent = 0
-        async for delta in super().stream(messages, params):
-            yield delta
-            sent += 1
-            if sent == self.before_gate:
-                await self.gate.wait()
 
 
 def config_for(fake: FakeSlack, tmp_path: Path, **slack: Any) -> Config:
@@ -141,12 +123,20 @@ def answered(outcomes: Outcomes, event: dict[str, Any]) -> Callable[[], list[Out
     return lambda: [o for m, o in outcomes if m == event["ts"]]
 
 
+async def ask(fake: FakeSlack, outcomes: Outcomes, text: str) -> dict[str, Any]:
+    """Mention the bot with ``text`` and wait until the service has dealt with it."""
+    event = mention(text)
+    await deliver(fake, event)
+    await fake.wait_for(answered(outcomes, event))
+    return event
+
+
 # -- streaming -------------------------------------------------------------------------------
 
 
 async def test_a_mention_is_streamed_into_its_thread(fake: FakeSlack, tmp_path: Path) -> None:
     answer = "Open Settings, choose Security, then Reset password. We e-mail you a link."
-    backend = GatedBackend(answer)
+    backend = GatedBackend(answer, chunk=8, before_gate=3)
     async with serving(fake, tmp_path, backend):
         asked = mention(f"{MENTION} how do I reset my password?")
         envelope = await deliver(fake, asked)
@@ -175,7 +165,7 @@ async def test_refused_streaming_falls_back_to_a_placeholder_and_edits(
 ) -> None:
     fake.refuse_streaming = True
     answer = "**Reset** it under [Settings](https://acme.example/settings), then sign in again."
-    backend = GatedBackend(answer)
+    backend = GatedBackend(answer, chunk=8, before_gate=3)
     async with serving(fake, tmp_path, backend) as (adapter, _, outcomes):
         asked = mention(f"{MENTION} how do I reset my password?")
         await deliver(fake, asked)
@@ -183,9 +173,7 @@ async def test_refused_streaming_falls_back_to_a_placeholder_and_edits(
         backend.gate.set()
         expected = "*Reset* it under <https://acme.example/settings|Settings>, then sign in again."
         await fake.wait_for(lambda: fake.thread(CHANNEL, asked["ts"])[0].text == expected)
-        again = mention(f"{MENTION} and my e-mail?")
-        await deliver(fake, again)
-        await fake.wait_for(answered(outcomes, again))
+        again = await ask(fake, outcomes, f"{MENTION} and my e-mail?")
 
     # The first answer shows what it has when the refusal comes, then is edited.
     assert placeholder[0].ts == fake.thread(CHANNEL, asked["ts"])[0].ts
@@ -214,9 +202,7 @@ async def test_a_thread_follow_up_continues_the_conversation(
 ) -> None:
     backend = ScriptedBackend(lambda prompt: f"Answer {len(prompt)}.")
     async with serving(fake, tmp_path, backend) as (_, _, outcomes):
-        first = mention(f"{MENTION} what plans do you have?")
-        await deliver(fake, first)
-        await fake.wait_for(answered(outcomes, first))
+        first = await ask(fake, outcomes, f"{MENTION} what plans do you have?")
         follow = message("and which one has SSO?", thread_ts=first["ts"])
         await deliver(fake, follow)
         await fake.wait_for(answered(outcomes, follow))
@@ -225,9 +211,7 @@ async def test_a_thread_follow_up_continues_the_conversation(
         chatter = message("anyone around?")
         for event in (elsewhere, chatter):
             await deliver(fake, event)
-        last = mention(f"{MENTION} thanks")
-        await deliver(fake, last)
-        await fake.wait_for(answered(outcomes, last))
+        await ask(fake, outcomes, f"{MENTION} thanks")
 
     replies = fake.thread(CHANNEL, first["ts"])
     assert len(replies) == 2
@@ -252,9 +236,7 @@ async def test_bots_edits_and_joins_get_nothing(fake: FakeSlack, tmp_path: Path)
             {**mention(f"{MENTION} my own echo", user=BOT_USER), "bot_id": BOT_ID},
         ]
         envelopes = [await deliver(fake, event) for event in ignored]
-        last = mention(f"{MENTION} a real question")
-        await deliver(fake, last)
-        await fake.wait_for(answered(outcomes, last))
+        await ask(fake, outcomes, f"{MENTION} a real question")
         await fake.wait_for(lambda: set(envelopes) <= fake.acked)
 
     assert len(backend.prompts) == 1
@@ -268,9 +250,7 @@ async def test_model_output_cannot_ping_anyone(
     fake.refuse_streaming = refused
     answer = "Hi <!channel> and <!here>, ask <@U0123ABCD> or <!subteam^S0123|team> & <b>x</b>."
     async with serving(fake, tmp_path, ScriptedBackend(answer)) as (_, _, outcomes):
-        asked = mention(f"{MENTION} who can help?")
-        await deliver(fake, asked)
-        await fake.wait_for(answered(outcomes, asked))
+        asked = await ask(fake, outcomes, f"{MENTION} who can help?")
 
     [reply] = fake.thread(CHANNEL, asked["ts"])
     shown = reply.body
@@ -298,9 +278,7 @@ async def test_a_long_answer_continues_in_further_messages(
     fake.refuse_streaming = refused
     answer = long_text("Billing runs on the first of each month for every project.", size)
     async with serving(fake, tmp_path, ScriptedBackend(answer, chunk=700)) as (_, _, outcomes):
-        asked = mention(f"{MENTION} tell me everything about billing")
-        await deliver(fake, asked)
-        await fake.wait_for(answered(outcomes, asked))
+        asked = await ask(fake, outcomes, f"{MENTION} tell me everything about billing")
 
     replies = fake.thread(CHANNEL, asked["ts"])
     assert len(replies) == 3 and replies[0].streaming is not refused
@@ -314,9 +292,7 @@ async def test_a_rate_limited_post_is_delivered_once_after_the_wait(
     fake.refuse_streaming = True
     fake.rate_limit("chat.postMessage", 1)
     async with serving(fake, tmp_path, ScriptedBackend("Sure thing.")) as (_, _, outcomes):
-        asked = mention(f"{MENTION} hello")
-        await deliver(fake, asked)
-        await fake.wait_for(answered(outcomes, asked))
+        asked = await ask(fake, outcomes, f"{MENTION} hello")
 
     posts = fake.called("chat.postMessage")
     assert len(posts) == 2  # the 429, then the retry after Retry-After
@@ -429,9 +405,7 @@ async def test_slash_command_asks_resets_and_helps(fake: FakeSlack, tmp_path: Pa
 async def test_reactions_rate_the_answer(fake: FakeSlack, tmp_path: Path) -> None:
     backend = ScriptedBackend("Try turning it off and on.")
     async with serving(fake, tmp_path, backend) as (_, _, outcomes):
-        asked = mention(f"{MENTION} my server is down")
-        await deliver(fake, asked)
-        await fake.wait_for(answered(outcomes, asked))
+        asked = await ask(fake, outcomes, f"{MENTION} my server is down")
         [reply] = fake.thread(CHANNEL, asked["ts"])
         for user, reaction in ((ALICE, "+1"), (BOB, "-1"), (ALICE, "tada")):
             await deliver(
@@ -459,9 +433,7 @@ async def test_reactions_rate_the_answer(fake: FakeSlack, tmp_path: Path) -> Non
 async def test_handing_off_mentions_the_support_group(fake: FakeSlack, tmp_path: Path) -> None:
     backend = ScriptedBackend("unused")
     async with serving(fake, tmp_path, backend) as (_, _, outcomes):
-        asked = mention(f"{MENTION} I want to talk to a human")
-        await deliver(fake, asked)
-        await fake.wait_for(answered(outcomes, asked))
+        asked = await ask(fake, outcomes, f"{MENTION} I want to talk to a human")
 
     replies = fake.thread(CHANNEL, asked["ts"])
     assert replies[-1].text == f"<!subteam^{STAFF_GROUP}>"

@@ -353,8 +353,7 @@ class Engine:
             self._accept(running, token)
 
     def _sample_batch(self, logits: Any, batch: Sequence[_Running]) -> list[int]:
-        for row, running in enumerate(batch):
-            penalise(logits[row], running.request.output_ids, running.request.params)
+        penalise(logits, [(r.request.output_ids, r.request.params) for r in batch])
         greedy: list[int] = logits.argmax(dim=-1).tolist()
         return [
             token
@@ -393,16 +392,26 @@ class Engine:
             self._remove(running)
 
 
-def penalise(logits: Any, output_ids: Sequence[int], params: GenerationParams) -> None:
-    """Apply ``params.repetition_penalty`` to the tokens of the reply so far, in place."""
-    penalty = params.repetition_penalty
-    if penalty == 1.0 or not output_ids:
-        return
+def penalise(logits: Any, rows: Sequence[tuple[Sequence[int], GenerationParams]]) -> None:
+    """Apply each row's ``repetition_penalty`` to the tokens of its reply so far, in place:
+    one indexing operation for the whole batch (it runs at every decode step)."""
     import torch
 
-    seen = torch.tensor(sorted(set(output_ids)), device=logits.device)
-    scores = logits[seen]
-    logits[seen] = torch.where(scores > 0, scores / penalty, scores * penalty)
+    where: list[int] = []
+    tokens: list[int] = []
+    penalties: list[float] = []
+    for row, (output_ids, params) in enumerate(rows):
+        if params.repetition_penalty != 1.0 and output_ids:
+            seen = set(output_ids)
+            where += [row] * len(seen)
+            tokens += seen
+            penalties += [params.repetition_penalty] * len(seen)
+    if not where:
+        return
+    index = (torch.tensor(where, device=logits.device), torch.tensor(tokens, device=logits.device))
+    scores = logits[index]
+    penalty = torch.tensor(penalties, device=logits.device, dtype=scores.dtype)
+    logits[index] = torch.where(scores > 0, scores / penalty, scores * penalty)
 
 
 def sample(logits: Any, params: GenerationParams, generator: Any) -> int:

@@ -20,6 +20,9 @@ __all__ = ["SlotCache"]
 # Growth granularity: few reallocations, little slack.
 _ROW_STEP = 4
 _LENGTH_STEP = 64
+# While growing, freed pages go back to the system after this many tensors: each trim costs a
+# few milliseconds on the engine thread, and between trims the old tensors still take memory.
+_TRIM_EVERY = 8
 
 
 class SlotCache:
@@ -80,8 +83,9 @@ class SlotCache:
         shape = (new_rows, self.kv_heads, new_length, self.head_dim)
         if not self.keys:
             self.keys, self.values = [None] * self.layers, [None] * self.layers
-        # One tensor at a time, each old one dropped as soon as it is copied: growing costs one
-        # layer's worth of memory on top, not a second copy of the whole cache.
+        # One tensor at a time, each old one dropped as soon as it is copied: growing costs a
+        # few layers' worth of memory on top, not a second copy of the whole cache.
+        grown = 0
         for tensors in (self.keys, self.values):
             for layer, old in enumerate(tensors):
                 # Zeros, not empty: masked positions still enter the weighted sum (as weight
@@ -91,7 +95,10 @@ class SlotCache:
                     new[:in_use, :, : self.length] = old[:in_use]
                 tensors[layer] = new
                 del old
-                _give_back_freed_memory()
+                grown += 1
+                if grown % _TRIM_EVERY == 0:
+                    _give_back_freed_memory()
+        _give_back_freed_memory()
         self.rows, self.length = new_rows, new_length
         self._row_index = None
 
