@@ -196,6 +196,37 @@ async def test_int8_backend_answers(tiny_model_dir: Path, tmp_path: Path) -> Non
         await backend.close()
 
 
+async def test_bfloat16_backend_answers_on_the_cpu(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """model.dtype = "bfloat16" on the CPU: weights, key/value cache and attention mask all in
+    bf16, and a lone greedy reply the same as generate()'s in bf16."""
+    import torch
+
+    config: Config = make_config(tiny_model_dir, tmp_path, device="cpu", dtype="bfloat16")
+    backend = LocalBackend(config.model)
+    await backend.start()
+    try:
+        messages = [ChatMessage("user", "How do I reset my password?")]
+        params = GenerationParams(max_new_tokens=8)
+        text = "".join([d async for d in backend.stream(messages, params)])
+        loaded, engine = backend.loaded, backend._engine
+        assert loaded is not None and engine is not None
+        assert loaded.model.dtype == torch.bfloat16 and engine.cache.dtype == torch.bfloat16
+        prompt = backend._parts()[1].encode(messages)
+        with torch.inference_mode():
+            reference = loaded.model.generate(
+                torch.tensor([prompt]),
+                attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                max_new_tokens=8,
+                do_sample=False,
+                eos_token_id=sorted(engine.eos_ids),
+                pad_token_id=min(engine.eos_ids),
+            )
+        expected = loaded.tokenizer.decode(reference[0, len(prompt) :], skip_special_tokens=True)
+        assert text and text == expected
+    finally:
+        await backend.close()
+
+
 def test_a_repetition_penalty_steers_away_from_tokens_already_written(
     model_and_tokenizer: tuple[Any, Any],
 ) -> None:

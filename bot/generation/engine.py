@@ -327,7 +327,7 @@ class Engine:
         positions = torch.tensor(lengths, device=self.device)
         kv_len = max(lengths) + 1
         keys = torch.arange(kv_len, device=self.device)
-        mask = (keys[None, :] <= positions[:, None])[:, None, None, :]
+        mask = _additive((keys[None, :] <= positions[:, None])[:, None, None, :], self.cache.dtype)
         ids = torch.tensor([[r.last_token] for r in batch], device=self.device)
         self.cache.plan_decode(len(batch), positions, kv_len)
         try:
@@ -353,6 +353,9 @@ class Engine:
             self._accept(running, token)
 
     def _sample_batch(self, logits: Any, batch: Sequence[_Running]) -> list[int]:
+        # In float: bf16's argmax over the vocabulary is several times slower, and its coarse
+        # steps would make near-ties depend on rounding.
+        logits = logits.float()
         penalise(logits, [(r.request.output_ids, r.request.params) for r in batch])
         greedy: list[int] = logits.argmax(dim=-1).tolist()
         return [
@@ -390,6 +393,16 @@ class Engine:
         running.request.emit(tail, True, error)
         if running in self._rows:
             self._remove(running)
+
+
+def _additive(allowed: Any, dtype: Any) -> Any:
+    """A boolean attention mask as 0 / -inf in the model's dtype: the CPU attention kernel
+    adds a float mask faster than it applies a boolean one (bf16, 32 rows: about 15%)."""
+    import torch
+
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(
+        ~allowed, float("-inf")
+    )
 
 
 def penalise(logits: Any, rows: Sequence[tuple[Sequence[int], GenerationParams]]) -> None:
