@@ -4,8 +4,10 @@ N concurrent support conversations (N = 1, 8, 32), realistic multi-turn prompts 
 own prompt builder, 64 new tokens each, greedy, on the bundled model. Each system runs in its own
 process (so its peak resident memory is its own) on the same prompts:
 
-- ``parley-fp32`` / ``parley-int8``: the local backend through ``Backend.stream()``, all N in
-  flight (int8: ``model.quantize = "int8"``);
+- ``parley-fp32`` / ``parley-int8`` / ``parley-bf16``: the local backend through
+  ``Backend.stream()``, all N in flight (int8: ``model.quantize = "int8"``; bf16:
+  ``model.dtype = "bfloat16"``, which on a CPU with AMX or AVX512-BF16 runs the matrix products
+  on those units);
 - ``generate-1by1``: one ``model.generate()`` per message, one after another (the seed approach);
 - ``generate-static``: one left-padded ``model.generate()`` over the N prompts;
 - ``generate-batch``: transformers' own continuous batching (``model.generate_batch``).
@@ -36,7 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MODEL_CACHE = ROOT / ".cache" / "models"
 NEW_TOKENS = 64
-SYSTEMS = ("parley-fp32", "parley-int8", "generate-1by1", "generate-static", "generate-batch")
+PARLEY = ("parley-fp32", "parley-int8", "parley-bf16")
+SYSTEMS = (*PARLEY, "generate-1by1", "generate-static", "generate-batch")
 
 # Realistic support traffic: earlier turns of a conversation and the message to answer now.
 EARLIER = [
@@ -198,12 +201,13 @@ def _messages(conversation: list[dict[str, str]]) -> list[Any]:
 
 
 # -- the systems, each in its own process -------------------------------------------------------
-def _parley_config(quantize: str, device: str) -> Any:
+def _parley_config(quantize: str, device: str, dtype: str = "auto") -> Any:
     from bot.config import ModelConfig
 
     return ModelConfig(
         name=str(_model_dir()),
         device=device,  # type: ignore[arg-type]
+        dtype=dtype,  # type: ignore[arg-type]
         cache_dir=str(MODEL_CACHE),
         max_new_tokens=NEW_TOKENS,
         temperature=0.0,
@@ -260,7 +264,8 @@ async def _parley_worker(
     from bot.generation.local import LocalBackend
 
     quantize = "int8" if system.endswith("int8") else "none"
-    backend = LocalBackend(_parley_config(quantize, args.device))
+    dtype = "bfloat16" if system.endswith("bf16") else "auto"
+    backend = LocalBackend(_parley_config(quantize, args.device, dtype))
     await backend.start()
     try:
         await _parley_run(backend, conversations[:2], [0.0, 0.0])  # warm-up
@@ -445,7 +450,7 @@ def _cb(
     )
 
 
-# -- quality of int8 ----------------------------------------------------------------------------
+# -- quality of reduced precision ---------------------------------------------------------------
 def _held_out_text() -> str:
     """Text the model cannot have seen in training: this project's own documents."""
     parts = []
@@ -475,8 +480,8 @@ def _perplexity(model: Any, tokenizer: Any, tokens: int = 1024, window: int = 25
 
 
 def _agreement(reference: list[str], other: list[str], tokenizer: Any) -> dict[str, float]:
-    """How much of fp32's greedy reply int8 reproduces: exact replies, and the share of tokens
-    before the first difference."""
+    """How much of fp32's greedy reply another precision reproduces: exact replies, and the share
+    of tokens before the first difference."""
     exact, shared, total = 0, 0, 0
     for a, b in zip(reference, other, strict=True):
         ta = tokenizer(a, add_special_tokens=False)["input_ids"]
@@ -544,11 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = []
         if system.startswith("parley"):
             extra.append("--perplexity")
-            staggered_system = args.staggered_system or (
-                "parley-int8"
-                if "parley-int8" in systems and args.device == "cpu"
-                else "parley-fp32"
-            )
+            staggered_system = args.staggered_system or _fastest(systems, args.device)
             if args.staggered and system == staggered_system:
                 extra += ["--staggered", str(args.staggered), "--staggered-system", system]
             else:
@@ -589,6 +590,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _fastest(systems: list[str], device: str) -> str:
+    """The Parley row expected to be fastest here: reduced precision on a CPU (bf16 before int8,
+    as it measured faster and closer to fp32 on AMX CPUs); on CUDA every row is bf16 anyway."""
+    if device == "cpu":
+        for system in ("parley-bf16", "parley-int8"):
+            if system in systems:
+                return system
+    return "parley-fp32"
+
+
 def _report(results: dict[str, Any], sizes: list[int], tokenizer: Any, args: Any) -> dict[str, Any]:
     header = (
         f"{'system':<16}{'N':>4}{'tok/s':>9}{'TTFT p50':>10}{'p95':>8}"
@@ -612,7 +623,7 @@ def _report(results: dict[str, Any], sizes: list[int], tokenizer: Any, args: Any
             )
     ratios: dict[str, dict[str, float]] = {}
     print("\nratios of aggregate tokens/s (Parley / baseline):")
-    for parley in ("parley-fp32", "parley-int8"):
+    for parley in PARLEY:
         if parley not in table:
             continue
         for n in sizes:
@@ -626,16 +637,17 @@ def _report(results: dict[str, Any], sizes: list[int], tokenizer: Any, args: Any
                     line.append(f"{ratio:5.2f}x {base}")
             print(f"  {parley:<12} N={n:<3} " + "  ".join(line))
     quality: dict[str, Any] = {}
-    for system in ("parley-fp32", "parley-int8"):
+    for system in PARLEY:
         if system in results and "perplexity" in results[system]:
             quality[f"perplexity_{system}"] = results[system]["perplexity"]
-    if "parley-fp32" in results and "parley-int8" in results:
-        n = str(max(sizes))
-        quality["int8_vs_fp32_greedy"] = _agreement(
-            results["parley-fp32"]["runs"][n]["outputs"],
-            results["parley-int8"]["runs"][n]["outputs"],
-            tokenizer,
-        )
+    for system in PARLEY[1:]:
+        if "parley-fp32" in results and system in results:
+            n = str(max(sizes))
+            quality[f"{system.removeprefix('parley-')}_vs_fp32_greedy"] = _agreement(
+                results["parley-fp32"]["runs"][n]["outputs"],
+                results[system]["runs"][n]["outputs"],
+                tokenizer,
+            )
     if "generate-1by1" in results and "parley-fp32" in results:
         n = str(max(sizes))
         quality["fp32_vs_generate_greedy"] = _agreement(
