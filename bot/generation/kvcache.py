@@ -19,7 +19,7 @@ __all__ = ["SlotCache"]
 
 # Growth granularity: few reallocations, little slack.
 _ROW_STEP = 4
-_LENGTH_STEP = 64
+_LENGTH_STEP = 16
 # While growing, freed pages go back to the system after this many tensors: each trim costs a
 # few milliseconds on the engine thread, and between trims the old tensors still take memory.
 _TRIM_EVERY = 8
