@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from bot.generation.base import ChatMessage, GenerationParams
 from bot.generation.engine import Engine, Request
 from bot.generation.local import LocalBackend
 from tests.conftest import make_config
+from tests.reference import greedy_reference
 
 
 @pytest.fixture(scope="module")
@@ -175,11 +178,20 @@ def test_stop_string_ends_one_request_and_not_its_neighbours(
     assert "".join(other_log.deltas) == text
 
 
-async def test_int8_backend_answers(tiny_model_dir: Path, tmp_path: Path) -> None:
-    config: Config = make_config(tiny_model_dir, tmp_path, quantize="int8")
+@asynccontextmanager
+async def _started(tiny_model_dir: Path, tmp_path: Path, **model: Any) -> AsyncIterator[Any]:
+    """A local backend on the tiny model with these ``model`` settings, closed after the block."""
+    config: Config = make_config(tiny_model_dir, tmp_path, **model)
     backend = LocalBackend(config.model)
     await backend.start()
     try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+async def test_int8_backend_answers(tiny_model_dir: Path, tmp_path: Path) -> None:
+    async with _started(tiny_model_dir, tmp_path, quantize="int8") as backend:
         messages = [ChatMessage("user", "How do I reset my password?")]
         params = GenerationParams(max_new_tokens=6)
         text = "".join([d async for d in backend.stream(messages, params)])
@@ -192,8 +204,6 @@ async def test_int8_backend_answers(tiny_model_dir: Path, tmp_path: Path) -> Non
         )
         # Kept in float for quality (bot/generation/quantize.py).
         assert "Quantized" not in repr(layer.mlp.down_proj) + repr(model.lm_head)
-    finally:
-        await backend.close()
 
 
 async def test_bfloat16_backend_answers_on_the_cpu(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -201,10 +211,7 @@ async def test_bfloat16_backend_answers_on_the_cpu(tiny_model_dir: Path, tmp_pat
     bf16, and a lone greedy reply the same as generate()'s in bf16."""
     import torch
 
-    config: Config = make_config(tiny_model_dir, tmp_path, device="cpu", dtype="bfloat16")
-    backend = LocalBackend(config.model)
-    await backend.start()
-    try:
+    async with _started(tiny_model_dir, tmp_path, device="cpu", dtype="bfloat16") as backend:
         messages = [ChatMessage("user", "How do I reset my password?")]
         params = GenerationParams(max_new_tokens=8)
         text = "".join([d async for d in backend.stream(messages, params)])
@@ -212,19 +219,9 @@ async def test_bfloat16_backend_answers_on_the_cpu(tiny_model_dir: Path, tmp_pat
         assert loaded is not None and engine is not None
         assert loaded.model.dtype == torch.bfloat16 and engine.cache.dtype == torch.bfloat16
         prompt = backend._parts()[1].encode(messages)
-        with torch.inference_mode():
-            reference = loaded.model.generate(
-                torch.tensor([prompt]),
-                attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                max_new_tokens=8,
-                do_sample=False,
-                eos_token_id=sorted(engine.eos_ids),
-                pad_token_id=min(engine.eos_ids),
-            )
-        expected = loaded.tokenizer.decode(reference[0, len(prompt) :], skip_special_tokens=True)
+        reference = greedy_reference(loaded.model, prompt, 8, sorted(engine.eos_ids))
+        expected = loaded.tokenizer.decode(reference, skip_special_tokens=True)
         assert text and text == expected
-    finally:
-        await backend.close()
 
 
 def test_a_repetition_penalty_steers_away_from_tokens_already_written(

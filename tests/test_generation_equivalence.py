@@ -7,7 +7,6 @@ requests force rows to be reused: none of it may change a token.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 
 from bot.generation.base import GenerationParams
 from bot.generation.engine import Engine, Request
+from tests.reference import greedy_reference
 
 QUESTIONS = [
     "How do I reset my password?",
@@ -47,21 +47,6 @@ def _prompt(tokenizer: Any, question: str, turns: int) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _reference(model: Any, prompt: list[int], max_new: int, eos: Sequence[int]) -> list[int]:
-    import torch
-
-    with torch.inference_mode():
-        out = model.generate(
-            torch.tensor([prompt]),
-            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-            max_new_tokens=max_new,
-            do_sample=False,
-            eos_token_id=list(eos),
-            pad_token_id=eos[0],
-        )
-    return list(out[0, len(prompt) :].tolist())
-
-
 def _staggered(engine: Engine, requests: list[Request], joins: list[int]) -> None:
     """Submit request i before step ``joins[i]``, step until all are done."""
     step = 0
@@ -79,7 +64,7 @@ def _check(folder: Path, max_new: list[int], joins: list[int], **engine_args: An
     prompts = [_prompt(tokenizer, q, turns=i % 3) for i, q in enumerate(QUESTIONS)]
     engine = Engine(model, tokenizer, context_window=1024, **engine_args)
     eos = sorted(engine.eos_ids)
-    expected = [_reference(model, p, n, eos) for p, n in zip(prompts, max_new, strict=True)]
+    expected = [greedy_reference(model, p, n, eos) for p, n in zip(prompts, max_new, strict=True)]
     done: list[int] = []
     requests = [
         Request(
