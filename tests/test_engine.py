@@ -98,17 +98,24 @@ def test_a_long_prompt_is_prefilled_in_chunks_while_others_keep_decoding(
     model_and_tokenizer: tuple[Any, Any],
 ) -> None:
     engine = _engine(model_and_tokenizer, prefill_chunk_tokens=16)
+    forwards: list[int] = []
+    hook = engine.model.register_forward_hook(lambda module, args, out: forwards.append(1))
     short, _ = _request(8, 30)
     engine.submit(short)
     engine.step()
     long, _ = _request(160, 5)
     engine.submit(long)
-    while not long.output_ids:
-        before = len(short.output_ids)
-        engine.step()
-        assert len(short.output_ids) == before + 1
-    # 160 tokens in chunks of 16 (less what the short one's prompt used).
+    try:
+        while not long.output_ids:
+            before = len(short.output_ids)
+            engine.step()
+            assert len(short.output_ids) == before + 1
+    finally:
+        hook.remove()
+    # 160 tokens in chunks of 16 (less what the short one's prompt used), each chunk in the
+    # same forward as the short one's next token.
     assert len(short.output_ids) >= 10
+    assert len(forwards) == engine.steps
     _run(engine)
 
 

@@ -59,7 +59,7 @@ def _staggered(engine: Engine, requests: list[Request], joins: list[int]) -> Non
         assert step < 2000, "the engine stopped making progress"
 
 
-def _check(folder: Path, max_new: list[int], joins: list[int], **engine_args: Any) -> None:
+def _check(folder: Path, max_new: list[int], joins: list[int], **engine_args: Any) -> Engine:
     model, tokenizer = _load(folder)
     prompts = [_prompt(tokenizer, q, turns=i % 3) for i, q in enumerate(QUESTIONS)]
     engine = Engine(model, tokenizer, context_window=1024, **engine_args)
@@ -79,6 +79,7 @@ def _check(folder: Path, max_new: list[int], joins: list[int], **engine_args: An
     assert engine.reused > 0
     for i, (request, want) in enumerate(zip(requests, expected, strict=True)):
         assert request.output_ids == want, f"request {i} differs from model.generate"
+    return engine
 
 
 def test_greedy_matches_generate_with_joins_leaves_and_chunked_prefill(
@@ -94,13 +95,20 @@ def test_greedy_matches_generate_with_joins_leaves_and_chunked_prefill(
 
 
 def test_greedy_matches_generate_when_all_arrive_together(tiny_model_dir: Path) -> None:
-    _check(
+    engine = _check(
         tiny_model_dir,
         max_new=[16, 16, 16, 16, 16],
         joins=[0, 0, 0, 0, 0],
         max_batch_size=8,
         prefill_chunk_tokens=4096,
     )
+    # All five prompts would fit one forward, but each later one waits a round to copy the
+    # beginning they all share instead of computing it again.
+    tokenizer = engine.tokenizer
+    prompts = [_prompt(tokenizer, q, turns=i % 3) for i, q in enumerate(QUESTIONS)]
+    columns = zip(*prompts, strict=False)  # up to the shortest prompt
+    shared = next(i for i, column in enumerate(columns) if len(set(column)) > 1)
+    assert shared > 16 and engine.reused >= 4 * shared
 
 
 @pytest.mark.bundled

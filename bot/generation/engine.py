@@ -6,17 +6,18 @@ The asyncio side only submits and aborts (thread-safe); results leave through ea
 1. takes what was submitted or aborted since the last step;
 2. admits waiting requests while the batch has room (``max_batch_size`` rows, and
    ``max_tokens_in_flight`` key/value positions allocated);
-3. prefills prompts in chunks, at most ``prefill_chunk_tokens`` prompt tokens per step, so a long
+3. picks prompt chunks, at most ``prefill_chunk_tokens`` prompt tokens per step, so a long
    prompt delays the others' next token by one chunk, never by a whole prompt. A prompt that
    begins like one already in the cache (every conversation shares the system prompt) copies
    those positions' keys and values from that row instead of computing them again;
-4. runs ONE forward for every request that is decoding: one new token each, each at its own
-   position in its own cache row (see kvcache.py), masked to its own length.
+4. runs ONE forward over every decoding request's next token and those chunks, side by side
+   (packing.py): each token at its own position, attending to its own cache row (kvcache.py).
 
 A request that finishes, hits a stop string or is aborted leaves its row at once and the row is
 reused by the next admission; a request that arrives joins the next step. The model is called
-through its own ``forward`` (transformers' layers, rotary embeddings and attention), with explicit
-position ids and a 4-D mask, so a request's tokens are the same whatever else is in the batch.
+through its own ``forward`` (transformers' layers, rotary embeddings and SDPA attention) with
+explicit position ids and masks, so a request's tokens are the same whatever else is in the
+batch.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 from bot.generation.base import GenerationParams
 from bot.generation.detok import IncrementalDecoder
 from bot.generation.kvcache import SlotCache
+from bot.generation.packing import Chunk, Packing, use_packed_attention
 
 __all__ = ["Engine", "Request", "sample"]
 
@@ -67,10 +69,6 @@ class _Running:
     produced: int = 0
     done: bool = False
 
-    @property
-    def prefilled(self) -> bool:
-        return self.length >= len(self.request.prompt_ids)
-
 
 _STOP = object()
 # Shorter shared beginnings are not worth a copy.
@@ -92,8 +90,10 @@ class Engine:
         self._torch = torch
         self.model = model
         self.tokenizer = tokenizer
+        use_packed_attention(model)  # before the cache: a model it cannot serve fails here
         self.cache = SlotCache.for_model(model)
         self.device = self.cache.device
+        self._prepared_mask = torch.ones((1, 1, 1, 1), dtype=torch.bool, device=self.device)
         self.max_batch_size = max(1, max_batch_size)
         self.context_window = context_window
         #: 0: as many as max_batch_size full-window requests take.
@@ -154,11 +154,12 @@ class Engine:
         return bool(self._rows or self._waiting) or not self._inbox.empty()
 
     def _round(self) -> None:
-        """Admit, prefill up to the chunk budget, one batched decode for everyone decoding."""
+        """Admit, then one forward: every decoding row's next token and the prompt chunks that
+        fit the prefill budget."""
         self._admit()
-        self._prefill()
-        if self._decoding:
-            self._decode()
+        chunks = self._plan_chunks()
+        if self._decoding or chunks:
+            self._forward(chunks)
         self.steps += 1
 
     def _drain(self, block: bool) -> bool:
@@ -255,21 +256,25 @@ class Engine:
         return generator
 
     # -- forwards ------------------------------------------------------------------------------
-    def _prefill(self) -> None:
+    def _plan_chunks(self) -> list[tuple[_Running, int]]:
+        """The prompt chunks of this round, in admission order: (request, token count), at most
+        ``prefill_chunk_tokens`` tokens in all."""
         budget = self.prefill_chunk_tokens
+        chunks: list[tuple[_Running, int]] = []
         for running in self._rows[self._decoding :]:
             if budget <= 0:
                 break
-            if running.done:
-                continue
-            try:
-                budget -= self._prefill_chunk(running, budget)
-            except Exception as exc:
-                log.exception("prefill failed for request %s", running.request.id)
-                self._finish(running, exc)
+            if running.length == 0 and not self._start_prompt(running, chunks):
+                break
+            count = min(len(running.request.prompt_ids) - running.length, budget)
+            chunks.append((running, count))
+            budget -= count
+        return chunks
 
-    def _reuse_prefix(self, running: _Running) -> None:
-        """Start a new prompt from the longest beginning it shares with a prompt in the cache.
+    def _start_prompt(self, running: _Running, chunks: list[tuple[_Running, int]]) -> bool:
+        """Start a new prompt from the longest beginning it shares with a prompt in the cache;
+        False when a prompt chunked this round shares more, so waiting a round and copying it
+        then beats computing it again (every conversation shares the system prompt).
 
         The keys and values of a position depend only on the tokens up to it, so a copy is what
         computing them would give. The last prompt token is always computed: its logits give the
@@ -277,79 +282,81 @@ class Engine:
         prompt = running.request.prompt_ids
         best, donor = 0, -1
         for row, other in enumerate(self._rows):
-            if other is running or other.length < _MIN_REUSE:
-                continue
-            theirs = other.request.prompt_ids
-            limit = min(len(prompt) - 1, other.length, len(theirs))
-            shared = 0
-            while shared < limit and prompt[shared] == theirs[shared]:
-                shared += 1
-            if shared > best:
-                best, donor = shared, row
-        if best >= _MIN_REUSE:
-            self.cache.move(donor, self._rows.index(running), best)
-            running.length = best
-            self.reused += best
+            if other is not running and other.length >= _MIN_REUSE:
+                shared = _shared(prompt, other.request.prompt_ids, other.length)
+                if shared > best:
+                    best, donor = shared, row
+        usable = best if best >= _MIN_REUSE else 0
+        pending = (_shared(prompt, o.request.prompt_ids, o.length + n) for o, n in chunks)
+        if max(pending, default=0) - usable >= _MIN_REUSE:
+            return False
+        if usable:
+            self.cache.move(donor, self._rows.index(running), usable)
+            running.length = usable
+            self.reused += usable
+        return True
 
-    def _prefill_chunk(self, running: _Running, budget: int) -> int:
+    def _forward(self, planned: list[tuple[_Running, int]]) -> None:
         torch = self._torch
-        prompt = running.request.prompt_ids
-        if running.length == 0:
-            self._reuse_prefix(running)
-        start = running.length
-        count = min(len(prompt) - start, budget)
-        end = start + count
-        row = self._rows.index(running)
-        ids = torch.tensor([prompt[start:end]], device=self.device)
-        positions = torch.arange(start, end, device=self.device)
-        keys = torch.arange(end, device=self.device)
-        mask = (keys[None, :] <= positions[:, None])[None, None]
-        self.cache.plan_prefill(row, start, count)
-        out = self.model(
-            input_ids=ids,
-            position_ids=positions[None],
-            attention_mask=mask,
-            cache=self.cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        running.length = end
-        if running.prefilled:
-            self._promote(running)
-            token = sample(out.logits[0, -1], running.request.params, running.generator)
-            self._accept(running, token)
-        return count
-
-    def _decode(self) -> None:
-        torch = self._torch
-        batch = self._rows[: self._decoding]
-        lengths = [r.length for r in batch]
-        positions = torch.tensor(lengths, device=self.device)
-        kv_len = max(lengths) + 1
-        keys = torch.arange(kv_len, device=self.device)
-        mask = _additive((keys[None, :] <= positions[:, None])[:, None, None, :], self.cache.dtype)
-        ids = torch.tensor([[r.last_token] for r in batch], device=self.device)
-        self.cache.plan_decode(len(batch), positions, kv_len)
+        device = self.device
+        decoding = self._rows[: self._decoding]
+        ids = [r.last_token for r in decoding]
+        positions = [r.length for r in decoding]
+        chunks: list[Chunk] = []
+        for running, count in planned:
+            start = running.length
+            ids += running.request.prompt_ids[start : start + count]
+            positions += range(start, start + count)
+            query = torch.arange(start, start + count, device=device)[:, None]
+            mask = (torch.arange(start + count, device=device)[None, :] <= query)[None, None]
+            chunks.append(Chunk(self._rows.index(running), start, count, len(ids) - count, mask))
+        packing = Packing(chunks=tuple(chunks))
+        if decoding:
+            at = torch.tensor(positions[: len(decoding)], device=device)
+            kv_len = max(r.length for r in decoding) + 1
+            allowed = torch.arange(kv_len, device=device)[None, :] <= at[:, None]
+            mask = _additive(allowed[:, None, None, :], self.cache.dtype)
+            packing = Packing(len(decoding), at, kv_len, mask, packing.chunks)
+        # Logits for each decoding row, and for the last token of each chunk that ends a prompt.
+        finishing = [
+            (running, chunk)
+            for (running, _), chunk in zip(planned, chunks, strict=True)
+            if chunk.end == len(running.request.prompt_ids)
+        ]
+        keep = [*range(len(decoding)), *(c.offset + c.count - 1 for _, c in finishing)]
+        self.cache.plan(packing)
         try:
             out = self.model(
-                input_ids=ids,
-                position_ids=positions[:, None],
-                attention_mask=mask,
+                input_ids=torch.tensor([ids], device=device),
+                position_ids=torch.tensor([positions], device=device),
+                # Any 4-D mask tells transformers not to build one; the packing carries ours.
+                attention_mask=self._prepared_mask,
                 cache=self.cache,
                 use_cache=True,
-                logits_to_keep=1,
+                logits_to_keep=torch.tensor(keep, dtype=torch.long, device=device),
+                parley_packing=packing,
             )
-            tokens = self._sample_batch(out.logits[:, -1, :], batch)
+            logits = out.logits[0]
+            tokens = self._sample_batch(logits[: len(decoding)], decoding)
+            firsts = [
+                sample(row, running.request.params, running.generator)
+                for (running, _), row in zip(finishing, logits[len(decoding) :], strict=True)
+            ]
         except Exception as exc:
-            # A failed batched step (out of memory) fails the requests in it, not the engine.
-            log.exception("decode step failed for %d requests", len(batch))
-            for running in batch:
+            # A failed step (out of memory) fails the requests in it, not the engine.
+            log.exception("forward failed for %d requests", len(decoding) + len(planned))
+            for running in [*decoding, *(r for r, _ in planned)]:
                 self._finish(running, exc)
             return
         # Lengths first: a request that finishes below moves other rows, up to their length.
-        for running in batch:
+        for running in decoding:
             running.length += 1
-        for running, token in zip(batch, tokens, strict=True):
+        for running, count in planned:
+            running.length += count
+        for running, token in zip(decoding, tokens, strict=True):
+            self._accept(running, token)
+        for (running, _), token in zip(finishing, firsts, strict=True):
+            self._promote(running)
             self._accept(running, token)
 
     def _sample_batch(self, logits: Any, batch: Sequence[_Running]) -> list[int]:
@@ -393,6 +400,16 @@ class Engine:
         running.request.emit(tail, True, error)
         if running in self._rows:
             self._remove(running)
+
+
+def _shared(prompt: Sequence[int], other: Sequence[int], limit: int) -> int:
+    """How many first tokens ``prompt`` shares with ``other``'s first ``limit``, leaving out
+    ``prompt``'s last token (it must be computed for its logits)."""
+    limit = min(len(prompt) - 1, limit, len(other))
+    shared = 0
+    while shared < limit and prompt[shared] == other[shared]:
+        shared += 1
+    return shared
 
 
 def _additive(allowed: Any, dtype: Any) -> Any:

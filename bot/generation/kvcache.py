@@ -7,13 +7,15 @@ the rows of decoding requests contiguous at the front, so a decode step reads on
 the buffer (no gather) and masks each row past its own length.
 
 The object is handed to the model's own ``forward`` as its cache: the model calls ``update`` once
-per layer with the new keys and values; ``plan_decode`` / ``plan_prefill`` say, before each
-forward, which rows and positions the new tokens belong to.
+per layer with the new keys and values; ``plan`` says, before each forward, which rows and
+positions the new tokens belong to (a ``Packing``, see packing.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from bot.generation.packing import Packing
 
 __all__ = ["SlotCache"]
 
@@ -39,8 +41,7 @@ class SlotCache:
         self.values: list[Any] = []
         self.rows = 0
         self.length = 0
-        # The current forward: ("decode", n, positions, kv_len) or ("prefill", row, start, count).
-        self._plan: tuple[Any, ...] = ()
+        self._packing = Packing()
         self._row_index: Any = None
 
     @classmethod
@@ -125,33 +126,30 @@ class SlotCache:
             tensor[b, :, :upto] = saved
 
     # -- the plan for the next forward ---------------------------------------------------------
-    def plan_decode(self, rows: int, positions: Any, kv_len: int) -> None:
-        """One new token for each of rows ``0 .. rows - 1``, at its own position."""
-        if self._row_index is None or self._row_index.numel() < rows:
+    def plan(self, packing: Packing) -> None:
+        """Which rows and positions the next forward's tokens belong to (see packing.py)."""
+        if self._row_index is None or self._row_index.numel() < packing.decoding:
             self._row_index = self._torch.arange(self.rows, device=self.device)
-        self._plan = ("decode", rows, positions, kv_len)
-
-    def plan_prefill(self, row: int, start: int, count: int) -> None:
-        """``count`` prompt tokens of one row, from position ``start``."""
-        self._plan = ("prefill", row, start, count)
+        self._packing = packing
 
     # -- what the model calls -----------------------------------------------------------------
     def update(
         self, key_states: Any, value_states: Any, layer_idx: int, *args: Any, **kwargs: Any
     ) -> tuple[Any, Any]:
+        """Store the forward's new keys and values ``[1, kv_heads, T, head_dim]`` in their rows;
+        the whole layer goes back to ``packing.attend``, which reads each row's part."""
         keys, values = self.keys[layer_idx], self.values[layer_idx]
-        kind = self._plan[0]
-        if kind == "decode":
-            _, rows, positions, kv_len = self._plan
-            index = self._row_index[:rows]
-            keys[index, :, positions] = key_states[:, :, 0]
-            values[index, :, positions] = value_states[:, :, 0]
-            return keys[:rows, :, :kv_len], values[:rows, :, :kv_len]
-        _, row, start, count = self._plan
-        end = start + count
-        keys[row, :, start:end] = key_states[0]
-        values[row, :, start:end] = value_states[0]
-        return keys[row : row + 1, :, :end], values[row : row + 1, :, :end]
+        packing = self._packing
+        if packing.decoding:
+            index = self._row_index[: packing.decoding]
+            new = slice(0, packing.decoding)
+            keys[index, :, packing.positions] = key_states[0, :, new].transpose(0, 1)
+            values[index, :, packing.positions] = value_states[0, :, new].transpose(0, 1)
+        for chunk in packing.chunks:
+            new = slice(chunk.offset, chunk.offset + chunk.count)
+            keys[chunk.row, :, chunk.start : chunk.end] = key_states[0, :, new]
+            values[chunk.row, :, chunk.start : chunk.end] = value_states[0, :, new]
+        return keys, values
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         # Only consulted when no position ids are given; the engine always gives them.

@@ -1,0 +1,111 @@
+"""One forward for a whole engine round: every decoding row's next token and every prompt chunk.
+
+The engine lays the round's tokens out side by side in one sequence, ``[1, T]``: first one token
+for each decoding row (rows ``0 .. decoding - 1`` of the cache), then each prompt chunk. The
+model's layers work token by token, so its matrix products see all ``T`` tokens at once (many
+rows per product is what makes them fast on a CPU or GPU); only attention must know whose token
+is whose. ``attend`` is registered with transformers as the ``"parley"`` attention: given the
+round's ``Packing`` it runs the decoding tokens as one batched attention over their cache rows,
+and each chunk against its own row; without one (``model.generate``, the tests' references) it
+is transformers' own SDPA attention, unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ATTENTION", "Chunk", "Packing", "use_packed_attention"]
+
+#: The name under which ``attend`` is registered with transformers.
+ATTENTION = "parley"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Prompt tokens ``start .. start + count - 1`` of cache row ``row``, at ``offset`` in the
+    round's sequence; ``mask`` [1, 1, count, start + count] is their causal mask."""
+
+    row: int
+    start: int
+    count: int
+    offset: int
+    mask: Any
+
+    @property
+    def end(self) -> int:
+        return self.start + self.count
+
+
+@dataclass(frozen=True)
+class Packing:
+    """What one forward holds: ``decoding`` rows' next tokens at ``positions`` (a tensor), read
+    over their first ``kv_len`` cache positions through ``decode_mask`` [decoding, 1, 1, kv_len],
+    then ``chunks``."""
+
+    decoding: int = 0
+    positions: Any = None
+    kv_len: int = 0
+    decode_mask: Any = None
+    chunks: tuple[Chunk, ...] = field(default=())
+
+
+def attend(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    parley_packing: Packing | None = None,
+    **kwargs: Any,
+) -> tuple[Any, None]:
+    """transformers' attention-function signature. With a packing, ``key`` and ``value`` are the
+    layer's whole cache (``SlotCache.update``) and ``query`` is ``[1, heads, T, head_dim]``."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if parley_packing is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)  # type: ignore[no-any-return]
+    packing = parley_packing
+    parts = []
+    if packing.decoding:
+        rows, kv_len = packing.decoding, packing.kv_len
+        # [1, heads, rows, d] -> [rows, heads, 1, d]: a batch of one-token queries, the shape
+        # for which transformers runs grouped-query attention without copying keys per head.
+        step = query[0, :, :rows].transpose(0, 1).unsqueeze(2)
+        out, _ = sdpa_attention_forward(
+            module,
+            step,
+            key[:rows, :, :kv_len],
+            value[:rows, :, :kv_len],
+            packing.decode_mask,
+            **kwargs,
+        )
+        parts.append(out.transpose(0, 1))  # [rows, 1, heads, d] -> [1, rows, heads, d]
+    for chunk in packing.chunks:
+        out, _ = sdpa_attention_forward(
+            module,
+            query[:, :, chunk.offset : chunk.offset + chunk.count],
+            key[chunk.row : chunk.row + 1, :, : chunk.end],
+            value[chunk.row : chunk.row + 1, :, : chunk.end],
+            chunk.mask,
+            **kwargs,
+        )
+        parts.append(out)
+    return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)), None
+
+
+def use_packed_attention(model: Any) -> None:
+    """Switch ``model`` to ``attend``; its masks stay SDPA's, so calls without a packing (and
+    ``model.generate``) behave exactly as before."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(ATTENTION, attend)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_mask)
+    model.set_attn_implementation(ATTENTION)
+    if model.config._attn_implementation != ATTENTION:
+        raise RuntimeError(
+            f"{type(model).__name__} does not take a pluggable attention function "
+            "(transformers' AttentionInterface), which the local engine needs"
+        )
