@@ -12,6 +12,10 @@ process (so its peak resident memory is its own) on the same prompts:
 - ``generate-static``: one left-padded ``model.generate()`` over the N prompts;
 - ``generate-batch``: transformers' own continuous batching (``model.generate_batch``).
 
+At N = 1 Parley and ``generate()`` run the same model forward, so their ratio is about 1 and the
+machine's drift between worker processes minutes apart is larger than the difference: a
+``paired-n1`` worker also runs both in one process, alternating, and reports the median ratio.
+
 A second scenario sends 64 requests with Poisson arrivals to the best Parley configuration and
 compares time-to-first-token percentiles with a lone request's. Results: a table on stdout,
 ``bench/results/generation.json`` and ``bench/results/generation.png``.
@@ -39,6 +43,8 @@ RESULTS = ROOT / "bench" / "results"
 MODEL_CACHE = ROOT / ".cache" / "models"
 NEW_TOKENS = 64
 PARLEY = ("parley-fp32", "parley-int8", "parley-bf16")
+PAIRED = "paired-n1"
+PAIRS = 7
 SYSTEMS = (*PARLEY, "generate-1by1", "generate-static", "generate-batch")
 
 # Realistic support traffic: earlier turns of a conversation and the message to answer now.
@@ -253,6 +259,8 @@ def worker(system: str, sizes: list[int], conversations: list[Any], args: Any) -
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     out: dict[str, Any] = {"system": system, "runs": {}}
+    if system == PAIRED:
+        return asyncio.run(_paired_worker(conversations, args, out))
     if system.startswith("parley"):
         return asyncio.run(_parley_worker(system, sizes, conversations, args, out))
     return _hf_worker(system, sizes, conversations, args, out)
@@ -310,18 +318,8 @@ def _hf_worker(
     system: str, sizes: list[int], conversations: list[Any], args: Any, out: dict[str, Any]
 ) -> dict[str, Any]:
     import torch
-    from transformers import AutoModelForCausalLM
 
-    from bot.generation.models import PromptFormat
-
-    device = "cuda" if args.device == "cuda" else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    tokenizer = _tokenizer()
-    model: Any = AutoModelForCausalLM.from_pretrained(str(_model_dir()), dtype=dtype)
-    model.to(device).eval()
-    prompt_format = PromptFormat(tokenizer)
-    prompts = [prompt_format.encode(_messages(c)) for c in conversations]
-    eos = _eos_ids(model, tokenizer)
+    model, tokenizer, prompts, eos, device = _hf_model(conversations, args.device)
     run = {"generate-1by1": _one_by_one, "generate-static": _static, "generate-batch": _cb}[system]
     with torch.inference_mode():
         run(model, tokenizer, prompts[:2], eos, device)  # warm-up
@@ -330,6 +328,62 @@ def _hf_worker(
             runs = [run(model, tokenizer, prompts[:n], eos, device) for _ in range(repeats)]
             best = sorted(runs, key=lambda m: m.wall)[len(runs) // 2]
             out["runs"][str(n)] = best.row() | {"outputs": best.outputs}
+    return out
+
+
+def _hf_model(conversations: list[Any], device: str) -> tuple[Any, Any, list[list[int]], Any, str]:
+    """The plain transformers model the baselines run (fp32 on a CPU, bf16 on CUDA), with the
+    conversations' prompt ids and its end-of-turn ids."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from bot.generation.models import PromptFormat
+
+    device = "cuda" if device == "cuda" else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    tokenizer = _tokenizer()
+    model: Any = AutoModelForCausalLM.from_pretrained(str(_model_dir()), dtype=dtype)
+    model.to(device).eval()
+    prompt_format = PromptFormat(tokenizer)
+    prompts = [prompt_format.encode(_messages(c)) for c in conversations]
+    return model, tokenizer, prompts, _eos_ids(model, tokenizer), device
+
+
+async def _paired_worker(
+    conversations: list[Any], args: Any, out: dict[str, Any]
+) -> dict[str, Any]:
+    """Parley fp32 and one ``generate()`` on the same lone request, alternating (ABBA) in one
+    process, PAIRS times: the ratio of their tokens/s per pair."""
+    import torch
+
+    from bot.generation.local import LocalBackend
+
+    model, tokenizer, prompts, eos, device = _hf_model(conversations[:1], args.device)
+    backend = LocalBackend(_parley_config("none", args.device))
+    await backend.start()
+
+    async def parley() -> float:
+        measured = await _parley_run(backend, conversations[:1], [0.0])
+        return measured.tokens / measured.wall
+
+    def plain() -> float:
+        with torch.inference_mode():
+            measured = _one_by_one(model, tokenizer, prompts, eos, device)
+        return measured.tokens / measured.wall
+
+    try:
+        await parley(), plain()  # warm-up
+        ratios = []
+        for pair in range(PAIRS):
+            if pair % 2:
+                theirs, mine = plain(), await parley()
+            else:
+                mine, theirs = await parley(), plain()
+            ratios.append(round(mine / theirs, 3))
+    finally:
+        await backend.close()
+    out["pairs"] = ratios
+    out["median"] = statistics.median(ratios)
     return out
 
 
@@ -554,40 +608,52 @@ def main(argv: list[str] | None = None) -> int:
                 extra += ["--staggered", str(args.staggered), "--staggered-system", system]
             else:
                 extra += ["--staggered", "0"]
-        command = [
-            sys.executable,
-            "-m",
-            "bench",
-            "--worker",
-            system,
-            "--sizes",
-            ",".join(map(str, sizes)),
-            "--device",
-            args.device,
-            "--threads",
-            str(args.threads),
-            "--rate",
-            str(args.rate),
-            "--out",
-            str(out_dir),
-            *extra,
-        ]
-        t0 = time.perf_counter()
-        print(f"running {system} ...", end=" ", flush=True)
-        done = subprocess.run(
-            command, cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            print(f"FAILED\n{done.stderr[-3000:]}")
-            continue
-        print(f"{time.perf_counter() - t0:.0f} s", flush=True)
-        results[system] = json.loads((out_dir / f"worker-{system}.json").read_text())
+        _launch(system, sizes, args, out_dir, extra, results)
+    if {"parley-fp32", "generate-1by1"} <= set(systems) and 1 in sizes:
+        _launch(PAIRED, sizes, args, out_dir, ["--staggered", "0"], results)
     report = _report(results, sizes, tokenizer, args)
     report["bench_seconds"] = round(time.perf_counter() - began, 1)
     (out_dir / "generation.json").write_text(json.dumps(report, indent=2))
     _plot(report, out_dir / "generation.png")
     print(f"\nwrote {out_dir / 'generation.json'} and generation.png ({report['bench_seconds']} s)")
     return 0
+
+
+def _launch(
+    system: str,
+    sizes: list[int],
+    args: Any,
+    out_dir: Path,
+    extra: list[str],
+    results: dict[str, Any],
+) -> None:
+    """Run one system's worker in its own process and add what it measured to ``results``."""
+    command = [
+        sys.executable,
+        "-m",
+        "bench",
+        "--worker",
+        system,
+        "--sizes",
+        ",".join(map(str, sizes)),
+        "--device",
+        args.device,
+        "--threads",
+        str(args.threads),
+        "--rate",
+        str(args.rate),
+        "--out",
+        str(out_dir),
+        *extra,
+    ]
+    t0 = time.perf_counter()
+    print(f"running {system} ...", end=" ", flush=True)
+    done = subprocess.run(command, cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"FAILED\n{done.stderr[-3000:]}")
+        return
+    print(f"{time.perf_counter() - t0:.0f} s", flush=True)
+    results[system] = json.loads((out_dir / f"worker-{system}.json").read_text())
 
 
 def _fastest(systems: list[str], device: str) -> str:
@@ -609,6 +675,8 @@ def _report(results: dict[str, Any], sizes: list[int], tokenizer: Any, args: Any
     print("-" * len(header))
     table: dict[str, dict[str, Any]] = {}
     for system, result in results.items():
+        if system == PAIRED:
+            continue
         table[system] = {}
         for n in sizes:
             row = result["runs"].get(str(n))
@@ -636,6 +704,14 @@ def _report(results: dict[str, Any], sizes: list[int], tokenizer: Any, args: Any
                     ratios.setdefault(f"{parley}/{base}", {})[str(n)] = ratio
                     line.append(f"{ratio:5.2f}x {base}")
             print(f"  {parley:<12} N={n:<3} " + "  ".join(line))
+    paired = results.get(PAIRED)
+    if paired:
+        ratios["parley-fp32/generate-1by1 paired"] = {"1": paired["median"]}
+        print(
+            f"  parley-fp32  N=1   {paired['median']:5.2f}x generate-1by1 alternating in one"
+            f" process ({len(paired['pairs'])} pairs: {min(paired['pairs']):.2f}"
+            f"-{max(paired['pairs']):.2f}x)"
+        )
     quality: dict[str, Any] = {}
     for system in PARLEY:
         if system in results and "perplexity" in results[system]:
