@@ -142,6 +142,33 @@ def test_finished_and_cancelled_requests_free_their_row_for_the_queue(
     assert len(a.output_ids) < 50 and len(c.output_ids) == 6 and len(d.output_ids) == 6
 
 
+def test_a_failed_forward_fails_its_requests_and_the_engine_goes_on(
+    model_and_tokenizer: tuple[Any, Any],
+) -> None:
+    engine = _engine(model_and_tokenizer)
+    decoding, decoding_log = _request(10, 20)
+    engine.submit(decoding)
+    engine.step()
+    prefilling, prefilling_log = _request(12, 5)
+    engine.submit(prefilling)
+
+    def out_of_memory(module: Any, args: Any, kwargs: Any) -> None:
+        raise RuntimeError("out of memory")
+
+    hook = engine.model.register_forward_pre_hook(out_of_memory, with_kwargs=True)
+    try:
+        engine.step()  # one forward: the first one's next token and the second one's prompt
+    finally:
+        hook.remove()
+    for log in (decoding_log, prefilling_log):
+        assert log.done and isinstance(log.error, RuntimeError)
+    assert engine.load == 0
+    later, later_log = _request(10, 4)
+    engine.submit(later)
+    _run(engine)
+    assert len(later.output_ids) == 4 and later_log.done and later_log.error is None
+
+
 def test_tokens_in_flight_limit_makes_requests_wait_not_grow(
     model_and_tokenizer: tuple[Any, Any],
 ) -> None:

@@ -300,27 +300,11 @@ class Engine:
         torch = self._torch
         device = self.device
         decoding = self._rows[: self._decoding]
-        ids = [r.last_token for r in decoding]
-        positions = [r.length for r in decoding]
-        chunks: list[Chunk] = []
-        for running, count in planned:
-            start = running.length
-            ids += running.request.prompt_ids[start : start + count]
-            positions += range(start, start + count)
-            query = torch.arange(start, start + count, device=device)[:, None]
-            mask = (torch.arange(start + count, device=device)[None, :] <= query)[None, None]
-            chunks.append(Chunk(self._rows.index(running), start, count, len(ids) - count, mask))
-        packing = Packing(chunks=tuple(chunks))
-        if decoding:
-            at = torch.tensor(positions[: len(decoding)], device=device)
-            kv_len = max(r.length for r in decoding) + 1
-            allowed = torch.arange(kv_len, device=device)[None, :] <= at[:, None]
-            mask = _additive(allowed[:, None, None, :], self.cache.dtype)
-            packing = Packing(len(decoding), at, kv_len, mask, packing.chunks)
+        ids, positions, packing = self._pack(decoding, planned)
         # Logits for each decoding row, and for the last token of each chunk that ends a prompt.
         finishing = [
             (running, chunk)
-            for (running, _), chunk in zip(planned, chunks, strict=True)
+            for (running, _), chunk in zip(planned, packing.chunks, strict=True)
             if chunk.end == len(running.request.prompt_ids)
         ]
         keep = [*range(len(decoding)), *(c.offset + c.count - 1 for _, c in finishing)]
@@ -358,6 +342,31 @@ class Engine:
         for (running, _), token in zip(finishing, firsts, strict=True):
             self._promote(running)
             self._accept(running, token)
+
+    def _pack(
+        self, decoding: list[_Running], planned: list[tuple[_Running, int]]
+    ) -> tuple[list[int], list[int], Packing]:
+        """The round's token ids and positions side by side (decoding rows' next tokens, then
+        the chunks), and where each belongs: its cache row and the positions it may attend to."""
+        torch = self._torch
+        device = self.device
+        ids = [r.last_token for r in decoding]
+        positions = [r.length for r in decoding]
+        chunks: list[Chunk] = []
+        for running, count in planned:
+            start = running.length
+            ids += running.request.prompt_ids[start : start + count]
+            positions += range(start, start + count)
+            query = torch.arange(start, start + count, device=device)[:, None]
+            mask = (torch.arange(start + count, device=device)[None, :] <= query)[None, None]
+            chunks.append(Chunk(self._rows.index(running), start, count, len(ids) - count, mask))
+        if not decoding:
+            return ids, positions, Packing(chunks=tuple(chunks))
+        at = torch.tensor(positions[: len(decoding)], device=device)
+        kv_len = max(r.length for r in decoding) + 1
+        allowed = torch.arange(kv_len, device=device)[None, :] <= at[:, None]
+        mask = _additive(allowed[:, None, None, :], self.cache.dtype)
+        return ids, positions, Packing(len(decoding), at, kv_len, mask, tuple(chunks))
 
     def _sample_batch(self, logits: Any, batch: Sequence[_Running]) -> list[int]:
         # In float: bf16's argmax over the vocabulary is several times slower, and its coarse
