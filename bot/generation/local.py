@@ -82,6 +82,10 @@ class LocalBackend(Backend):
             loaded = load_model(self.config)
             if self.config.quantize == "int8":
                 loaded.model = quantize_int8(loaded.model)
+            # Imported here: it imports torch, which the rest of the service loads lazily.
+            from bot.generation.prepack import prepack_bf16_linears
+
+            prepack_bf16_linears(loaded.model)
             window = _context_window(loaded.model, self.config.context_window)
             self.context_window = window
             self._engine = Engine(
