@@ -358,7 +358,8 @@ class Engine:
             ids += running.request.prompt_ids[start : start + count]
             positions += range(start, start + count)
             query = torch.arange(start, start + count, device=device)[:, None]
-            mask = (torch.arange(start + count, device=device)[None, :] <= query)[None, None]
+            allowed = torch.arange(start + count, device=device)[None, :] <= query
+            mask = _additive(allowed[None, None], self.cache.dtype)
             chunks.append(Chunk(self._rows.index(running), start, count, len(ids) - count, mask))
         if not decoding:
             return ids, positions, Packing(chunks=tuple(chunks))
