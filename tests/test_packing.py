@@ -8,16 +8,13 @@ import pytest
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from bot.generation.engine import _additive
 from bot.generation.packing import Chunk, Packing, attend
 
 HEADS, KV_HEADS, HEAD_DIM = 6, 2, 16
 # What transformers' attention functions read from the attention layer.
 LAYER = SimpleNamespace(num_key_value_groups=HEADS // KV_HEADS, is_causal=True)
 SCALING = HEAD_DIM**-0.5
-
-
-def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, float("-inf"))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
