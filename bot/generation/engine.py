@@ -367,7 +367,8 @@ class Engine:
         kv_len = max(r.length for r in decoding) + 1
         allowed = torch.arange(kv_len, device=device)[None, :] <= at[:, None]
         mask = _additive(allowed[:, None, None, :], self.cache.dtype)
-        return ids, positions, Packing(len(decoding), at, kv_len, mask, tuple(chunks))
+        lengths = (at + 1).to(torch.int32)
+        return ids, positions, Packing(len(decoding), at, kv_len, mask, tuple(chunks), lengths)
 
     def _sample_batch(self, logits: Any, batch: Sequence[_Running]) -> list[int]:
         # In float: bf16's argmax over the vocabulary is several times slower, and its coarse

@@ -5,9 +5,10 @@ for each decoding row (rows ``0 .. decoding - 1`` of the cache), then each promp
 model's layers work token by token, so its matrix products see all ``T`` tokens at once (many
 rows per product is what makes them fast on a CPU or GPU); only attention must know whose token
 is whose. ``attend`` is registered with transformers as the ``"parley"`` attention: given the
-round's ``Packing`` it runs the decoding tokens as one batched attention over their cache rows,
-and each chunk against its own row; without one (``model.generate``, the tests' references) it
-is transformers' own SDPA attention, unchanged.
+round's ``Packing`` it runs the decoding tokens as one batched attention over their cache rows
+(in bf16 on a CPU through the native kernel, native.py, which reads each row only up to its own
+length), and each chunk against its own row; without one (``model.generate``, the tests'
+references) it is transformers' own SDPA attention, unchanged.
 """
 
 from __future__ import annotations
@@ -40,14 +41,15 @@ class Chunk:
 @dataclass(frozen=True)
 class Packing:
     """What one forward holds: ``decoding`` rows' next tokens at ``positions`` (a tensor), read
-    over their first ``kv_len`` cache positions through ``decode_mask`` [decoding, 1, 1, kv_len],
-    then ``chunks``."""
+    over their first ``kv_len`` cache positions through ``decode_mask`` [decoding, 1, 1, kv_len]
+    (each row's own count, ``positions + 1``, is ``lengths``, int32), then ``chunks``."""
 
     decoding: int = 0
     positions: Any = None
     kv_len: int = 0
     decode_mask: Any = None
     chunks: tuple[Chunk, ...] = field(default=())
+    lengths: Any = None
 
 
 def attend(
@@ -64,28 +66,40 @@ def attend(
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    from bot.generation.native import decode_attention
+
     if parley_packing is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)  # type: ignore[no-any-return]
     packing = parley_packing
     # On a CPU, SDPA's own grouped-query path (each key/value head read by its group of query
     # heads, never copied per head) with an additive mask is faster than transformers' routes:
     # for prompt chunks by 13-25 % with bit-identical output (bf16 and fp32); for one-token
-    # decode queries by 16-24 % in bf16, where it rounds some outputs one bf16 step apart. In
-    # fp32 the decode stays on transformers' route: faster there, and the one generate() takes.
+    # decode queries in bf16 the native kernel is faster still (2-3x: README, Performance),
+    # with SDPA's grouped path where it cannot run. In fp32 the decode stays on transformers'
+    # route: faster there than SDPA's grouped path, and the one generate() takes.
     cpu = query.device.type == "cpu"
     parts = []
     if packing.decoding:
         rows, kv_len = packing.decoding, packing.kv_len
-        # [1, heads, rows, d] -> [rows, heads, 1, d]: a batch of one-token queries.
-        step = query[0, :, :rows].transpose(0, 1).unsqueeze(2)
-        keys, values = key[:rows, :, :kv_len], value[:rows, :, :kv_len]
-        if cpu and query.dtype == torch.bfloat16:
-            out = _grouped(step, keys, values, packing.decode_mask, kwargs)
+        scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
+        native = (
+            decode_attention(query, key, value, packing.lengths, rows, scaling)
+            if cpu and query.dtype == torch.bfloat16 and packing.lengths is not None
+            else None
+        )
+        if native is not None:
+            parts.append(native)
         else:
-            out, _ = sdpa_attention_forward(
-                module, step, keys, values, packing.decode_mask, **kwargs
-            )
-        parts.append(out.transpose(0, 1))  # [rows, 1, heads, d] -> [1, rows, heads, d]
+            # [1, heads, rows, d] -> [rows, heads, 1, d]: a batch of one-token queries.
+            step = query[0, :, :rows].transpose(0, 1).unsqueeze(2)
+            keys, values = key[:rows, :, :kv_len], value[:rows, :, :kv_len]
+            if cpu and query.dtype == torch.bfloat16:
+                out = _grouped(step, keys, values, packing.decode_mask, kwargs)
+            else:
+                out, _ = sdpa_attention_forward(
+                    module, step, keys, values, packing.decode_mask, **kwargs
+                )
+            parts.append(out.transpose(0, 1))  # [rows, 1, heads, d] -> [1, rows, heads, d]
     for chunk in packing.chunks:
         queries = query[:, :, chunk.offset : chunk.offset + chunk.count]
         keys = key[chunk.row : chunk.row + 1, :, : chunk.end]
