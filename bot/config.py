@@ -75,6 +75,7 @@ class ModelConfig:
     max_tokens_in_flight: int = 16384
     prefill_chunk_tokens: int = 256
     quantize: Literal["none", "int8"] = "none"
+    native_kernels: bool = True
     backend: Literal["local", "remote"] = "local"
 
 

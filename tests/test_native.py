@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from bot.generation import native
-from bot.generation.engine import _additive
+from bot.generation.base import GenerationParams
+from bot.generation.engine import Engine, Request, _additive
 from bot.generation.packing import Packing, attend
 
 CAN_BUILD = "avx512f" in Path("/proc/cpuinfo").read_text() and shutil.which("cc") is not None
@@ -91,18 +92,62 @@ def test_shapes_it_does_not_handle_are_left_to_pytorch() -> None:
     assert native.decode_attention(query, cache, cache, lengths, 2, 0.25) is None
 
 
-def test_without_a_compiler_the_engine_keeps_pytorch_attention(
-    fresh_kernel: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("compiler", "said"),
+    [
+        ("no-such-compiler", "no C compiler (no-such-compiler) on PATH"),
+        ("false", "false failed: 1"),
+    ],
+)
+def test_without_a_working_compiler_attention_stays_pytorch_s(
+    fresh_kernel: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    compiler: str,
+    said: str,
 ) -> None:
-    monkeypatch.setenv("CC", "no-such-compiler")
+    monkeypatch.setenv("CC", compiler)
     query = torch.randn(1, 4, 2, 16, dtype=torch.bfloat16)
     cache = torch.randn(2, 2, 8, 16, dtype=torch.bfloat16)
     lengths = torch.tensor([3, 8], dtype=torch.int32)
     with caplog.at_level(logging.WARNING, logger="bot.generation.native"):
         assert native.decode_attention(query, cache, cache, lengths, 2, 0.25) is None
         assert native.decode_attention(query, cache, cache, lengths, 2, 0.25) is None
-    said = [r.getMessage() for r in caplog.records]
-    assert said == [
-        "native decode attention unavailable, using PyTorch's: no C compiler "
-        "(no-such-compiler) on PATH"
+    # One line, once.
+    assert [r.getMessage() for r in caplog.records] == [
+        f"native decode attention unavailable, using PyTorch's: {said}"
     ]
+
+
+@pytest.mark.skipif(not CAN_BUILD, reason="needs a C compiler and an AVX-512 CPU")
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_engine_uses_the_kernel_in_bf16_unless_switched_off(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, enabled: bool
+) -> None:
+    """model.native_kernels: on, every decode step's attention goes through the kernel; off,
+    none does; either way each reply gets all its tokens."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.bfloat16)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    calls: list[int] = []
+    kernel = native.decode_attention
+
+    def counted(*args: object, **kwargs: object) -> torch.Tensor | None:
+        out = kernel(*args, **kwargs)  # type: ignore[arg-type]
+        calls.append(0 if out is None else out.shape[1])
+        return out
+
+    monkeypatch.setattr(native, "decode_attention", counted)
+    engine = Engine(model.eval(), tokenizer, 4, 256, native_attention=enabled)
+    engine.eos_ids = frozenset()  # the random model may end early; count its tokens
+    params = GenerationParams(max_new_tokens=6, temperature=0.0)
+    requests = [Request(list(range(100, 100 + n)), params, lambda *a: None) for n in (5, 17)]
+    for request in requests:
+        engine.submit(request)
+    while engine.busy:
+        engine.step()
+    assert [len(r.output_ids) for r in requests] == [6, 6]
+    layers = model.config.num_hidden_layers
+    # Five decode steps for each reply, both replies' rows in one call where they overlap.
+    assert (len(calls) >= 5 * layers and all(calls)) if enabled else calls == []

@@ -84,6 +84,7 @@ class Engine:
         context_window: int,
         max_tokens_in_flight: int = 0,
         prefill_chunk_tokens: int = 512,
+        native_attention: bool = True,
     ) -> None:
         import torch
 
@@ -99,6 +100,13 @@ class Engine:
         #: 0: as many as max_batch_size full-window requests take.
         self.max_tokens_in_flight = max_tokens_in_flight or self.max_batch_size * context_window
         self.prefill_chunk_tokens = max(1, prefill_chunk_tokens)
+        # The decoding rows' lengths are what the native kernel needs; without them attention
+        # stays PyTorch's. Built now, so a first reply does not wait for the compiler.
+        self.native_attention = native_attention and self.cache.dtype == torch.bfloat16
+        if self.native_attention and self.device.type == "cpu":
+            from bot.generation.native import kernel_library
+
+            kernel_library()
         self.eos_ids = _end_of_turn_ids(model, tokenizer)
         #: Rounds run, tokens generated, and prompt tokens copied from another row rather than
         #: computed, since start (for metrics and the bench).
@@ -367,7 +375,7 @@ class Engine:
         kv_len = max(r.length for r in decoding) + 1
         allowed = torch.arange(kv_len, device=device)[None, :] <= at[:, None]
         mask = _additive(allowed[:, None, None, :], self.cache.dtype)
-        lengths = (at + 1).to(torch.int32)
+        lengths = (at + 1).to(torch.int32) if self.native_attention else None
         return ids, positions, Packing(len(decoding), at, kv_len, mask, tuple(chunks), lengths)
 
     def _sample_batch(self, logits: Any, batch: Sequence[_Running]) -> list[int]:

@@ -95,6 +95,7 @@ class LocalBackend(Backend):
                 window,
                 max_tokens_in_flight=self.config.max_tokens_in_flight,
                 prefill_chunk_tokens=self.config.prefill_chunk_tokens,
+                native_attention=self.config.native_kernels,
             )
             self._format = PromptFormat(loaded.tokenizer)
             self.loaded = loaded

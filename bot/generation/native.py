@@ -90,11 +90,10 @@ def decode_attention(
 def kernel_library() -> Any:
     """The loaded kernel, built if needed; None (said once) where it cannot be built."""
     try:
-        path = _build()
+        library = ctypes.CDLL(str(_build()))
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("native decode attention unavailable, using PyTorch's: %s", exc)
         return None
-    library = ctypes.CDLL(str(path))
     function = library.parley_decode_attention
     pointer, stride, number = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
     function.argtypes = [
