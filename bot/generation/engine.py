@@ -100,10 +100,13 @@ class Engine:
         #: 0: as many as max_batch_size full-window requests take.
         self.max_tokens_in_flight = max_tokens_in_flight or self.max_batch_size * context_window
         self.prefill_chunk_tokens = max(1, prefill_chunk_tokens)
-        # The decoding rows' lengths are what the native kernel needs; without them attention
-        # stays PyTorch's. Built now, so a first reply does not wait for the compiler.
-        self.native_attention = native_attention and self.cache.dtype == torch.bfloat16
-        if self.native_attention and self.device.type == "cpu":
+        # The decoding rows' lengths are what the native kernel (bf16 on a CPU) needs; without
+        # them attention stays PyTorch's. Built now, so a first reply does not wait for the
+        # compiler.
+        self.native_attention = (
+            native_attention and self.cache.dtype == torch.bfloat16 and self.device.type == "cpu"
+        )
+        if self.native_attention:
             from bot.generation.native import kernel_library
 
             kernel_library()
