@@ -87,8 +87,11 @@ def test_shapes_it_does_not_handle_are_left_to_pytorch() -> None:
     cache = torch.randn(2, 2, 8, 24, dtype=torch.bfloat16)
     lengths = torch.tensor([3, 8], dtype=torch.int32)
     assert native.decode_attention(query, cache, cache, lengths, 2, 0.2) is None
+    # More rows than the cache holds.
+    query, cache = query[..., :16], cache[..., :16]
+    assert native.decode_attention(query, cache, cache, lengths, 3, 0.25) is None
     # float32 stays on transformers' route (the one generate() takes).
-    query, cache = query[..., :16].float(), cache[..., :16].float()
+    query, cache = query.float(), cache.float()
     assert native.decode_attention(query, cache, cache, lengths, 2, 0.25) is None
 
 

@@ -57,6 +57,8 @@ def decode_attention(
         and key.stride() == value.stride()
         and lengths.dtype == torch.int32
         and lengths.is_contiguous()
+        # The C code trusts these bounds: stay inside every tensor it reads or writes.
+        and 0 < rows <= min(query.shape[2], key.shape[0], lengths.numel())
     ):
         return None
     library = kernel_library()
