@@ -82,10 +82,11 @@ def attend(
     if packing.decoding:
         rows, kv_len = packing.decoding, packing.kv_len
         scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
+        # The engine gives lengths only where the kernel may run; it checks the rest itself.
         native = (
-            decode_attention(query, key, value, packing.lengths, rows, scaling)
-            if cpu and query.dtype == torch.bfloat16 and packing.lengths is not None
-            else None
+            None
+            if packing.lengths is None
+            else decode_attention(query, key, value, packing.lengths, rows, scaling)
         )
         if native is not None:
             parts.append(native)
