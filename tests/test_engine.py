@@ -242,8 +242,8 @@ async def test_int8_backend_answers(tiny_model_dir: Path, tmp_path: Path) -> Non
 
 async def test_bfloat16_backend_answers_on_the_cpu(tiny_model_dir: Path, tmp_path: Path) -> None:
     """model.dtype = "bfloat16" on the CPU: weights, key/value cache and attention mask all in
-    bf16, the Linear weights laid out for oneDNN where the CPU has bf16 units, and a lone greedy
-    reply the same as generate()'s in bf16."""
+    bf16, the Linear weights laid out for AMX or oneDNN where the CPU has bf16 units, and a lone
+    greedy reply the same as generate()'s in bf16."""
     import torch
 
     async with _started(tiny_model_dir, tmp_path, device="cpu", dtype="bfloat16") as backend:
@@ -254,7 +254,7 @@ async def test_bfloat16_backend_answers_on_the_cpu(tiny_model_dir: Path, tmp_pat
         assert loaded is not None and engine is not None
         assert loaded.model.dtype == torch.bfloat16 and engine.cache.dtype == torch.bfloat16
         if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            assert type(loaded.model.lm_head).__name__ == "PackedLinear"
+            assert type(loaded.model.lm_head).__name__ in ("AmxLinear", "PackedLinear")
         prompt = backend._parts()[1].encode(messages)
         reference = greedy_reference(loaded.model, prompt, 8, sorted(engine.eos_ids))
         expected = loaded.tokenizer.decode(reference, skip_special_tokens=True)

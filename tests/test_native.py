@@ -23,9 +23,11 @@ CAN_BUILD = "avx512f" in Path("/proc/cpuinfo").read_text() and shutil.which("cc"
 def fresh_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Build into an empty cache, and forget that build afterwards."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    native.kernel_library.cache_clear()
+    native.attention_library.cache_clear()
+    native.amx_library.cache_clear()
     yield
-    native.kernel_library.cache_clear()
+    native.attention_library.cache_clear()
+    native.amx_library.cache_clear()
 
 
 def _reference(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, lengths: list[int]):

@@ -107,9 +107,9 @@ class Engine:
             native_attention and self.cache.dtype == torch.bfloat16 and self.device.type == "cpu"
         )
         if self.native_attention:
-            from bot.generation.native import kernel_library
+            from bot.generation.native import attention_library
 
-            kernel_library()
+            attention_library()
         self.eos_ids = _end_of_turn_ids(model, tokenizer)
         #: Rounds run, tokens generated, and prompt tokens copied from another row rather than
         #: computed, since start (for metrics and the bench).

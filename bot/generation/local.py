@@ -85,7 +85,7 @@ class LocalBackend(Backend):
             # Imported here: it imports torch, which the rest of the service loads lazily.
             from bot.generation.prepack import prepack_bf16_linears
 
-            prepack_bf16_linears(loaded.model)
+            prepack_bf16_linears(loaded.model, native=self.config.native_kernels)
             window = _context_window(loaded.model, self.config.context_window)
             self.context_window = window
             self._engine = Engine(

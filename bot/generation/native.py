@@ -1,10 +1,11 @@
-"""The engine's one native kernel (decode_attention.c), built on first use for this machine.
+"""The engine's native kernels, built on first use for this machine: the decoding rows'
+attention (decode_attention.c) and bf16 matrix products on AMX tiles (amx_linear.c).
 
-It is compiled with the system C compiler (``$CC`` or ``cc``) for the CPU it runs on, cached
+Each is compiled with the system C compiler (``$CC`` or ``cc``) for the CPU it runs on, cached
 under ``$XDG_CACHE_HOME/parley/kernels`` (``~/.cache/...``) by a hash of its source, flags and
-CPU, and loaded with ctypes: no build step at install, nothing downloaded. Where it cannot be
-built (no compiler, a CPU without AVX-512) ``decode_attention`` is None, one line says why, and
-the engine keeps PyTorch's attention.
+CPU, and loaded with ctypes: no build step at install, nothing downloaded. Where one cannot be
+built (no compiler, a CPU without AVX-512 or AMX) its loader gives None, one line says why, and
+the engine keeps PyTorch's attention or oneDNN's products.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from typing import Any
 
 import torch
 
-__all__ = ["decode_attention", "kernel_library"]
+__all__ = ["amx_library", "amx_linear", "attention_library", "decode_attention", "pack_for_amx"]
 
 log = logging.getLogger(__name__)
 
-_SOURCE = Path(__file__).with_name("decode_attention.c")
+_HERE = Path(__file__).parent
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared"]
 _HEAD_DIMS = (16, 32, 64, 128)
 _MAX_GROUP = 8
@@ -61,7 +62,7 @@ def decode_attention(
         and 0 < rows <= min(query.shape[2], key.shape[0], lengths.numel())
     ):
         return None
-    library = kernel_library()
+    library = attention_library()
     if library is None:
         return None
     out = torch.empty((1, rows, heads, head_dim), dtype=query.dtype)
@@ -89,10 +90,10 @@ def decode_attention(
 
 
 @cache
-def kernel_library() -> Any:
-    """The loaded kernel, built if needed; None (said once) where it cannot be built."""
+def attention_library() -> Any:
+    """The decode attention kernel, built if needed; None (said once) where it cannot be."""
     try:
-        library = ctypes.CDLL(str(_build()))
+        library = ctypes.CDLL(str(_build("decode_attention.c")))
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("native decode attention unavailable, using PyTorch's: %s", exc)
         return None
@@ -107,14 +108,77 @@ def kernel_library() -> Any:
     return library
 
 
-def _build() -> Path:
+def pack_for_amx(weight: torch.Tensor) -> torch.Tensor | None:
+    """A Linear's bf16 ``weight`` [out, in] laid out as amx_linear.c reads it, or None where
+    the kernel does not apply (not bf16, a size not a multiple of 32, no kernel here)."""
+    out_features, in_features = weight.shape
+    if not (
+        weight.dtype == torch.bfloat16
+        and weight.device.type == "cpu"
+        and out_features % 32 == 0
+        and in_features % 32 == 0
+        and amx_library() is not None
+    ):
+        return None
+    # [N/32, 2, 16, K/32, 16, 2] -> [N/32, K/32, 2, 16 input pairs, 16 outputs, 2]
+    blocks = weight.detach().reshape(out_features // 32, 2, 16, in_features // 32, 16, 2)
+    return blocks.permute(0, 3, 1, 4, 2, 5).contiguous()
+
+
+def amx_linear(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    """``x @ weight.T`` for a weight laid out by ``pack_for_amx``; ``x`` [..., in] in bf16."""
+    out_features, in_features = packed.shape[0] * 32, packed.shape[1] * 32
+    if x.dtype != torch.bfloat16 or x.shape[-1] != in_features:
+        raise ValueError(f"expected bf16 [..., {in_features}], got {x.dtype} {list(x.shape)}")
+    rows = x.reshape(-1, in_features)
+    if rows.stride(1) != 1:
+        rows = rows.contiguous()
+    out = torch.empty((rows.shape[0], out_features), dtype=torch.bfloat16)
+    if rows.shape[0]:
+        failed = amx_library().parley_amx_linear(
+            rows.data_ptr(),
+            rows.stride(0),
+            rows.shape[0],
+            in_features,
+            packed.data_ptr(),
+            out_features,
+            out.data_ptr(),
+            out_features,
+            torch.get_num_threads(),
+        )
+        if failed:
+            raise RuntimeError(f"AMX product kernel failed (code {failed})")
+    return out.view(*x.shape[:-1], out_features)
+
+
+@cache
+def amx_library() -> Any:
+    """The AMX product kernel, built if needed and granted the tile registers; None (said
+    once) where it cannot be."""
+    try:
+        library = ctypes.CDLL(str(_build("amx_linear.c")))
+        if library.parley_amx_init() != 0:
+            raise OSError("the system does not lend this process the AMX tile registers")
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("native AMX products unavailable, using oneDNN's: %s", exc)
+        return None
+    pointer, stride = ctypes.c_void_p, ctypes.c_long
+    function = library.parley_amx_linear
+    function.argtypes = [pointer, stride, stride, stride, pointer, stride, pointer, stride]
+    function.argtypes += [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return library
+
+
+def _build(name: str) -> Path:
     compiler = shutil.which(os.environ.get("CC", "cc"))
     if compiler is None:
         raise OSError(f"no C compiler ({os.environ.get('CC', 'cc')}) on PATH")
-    source = _SOURCE.read_bytes()
+    path = _HERE / name
+    source = path.read_bytes()
     digest = hashlib.sha256(source + " ".join([compiler, *_FLAGS]).encode() + _cpu()).hexdigest()
     folder = _cache_dir()
-    target = folder / f"decode_attention-{digest[:16]}.so"
+    target = folder / f"{path.stem}-{digest[:16]}.so"
     if target.exists():
         return target
     folder.mkdir(parents=True, exist_ok=True)
@@ -122,7 +186,7 @@ def _build() -> Path:
     with tempfile.TemporaryDirectory(dir=folder) as scratch:
         built = Path(scratch) / target.name
         result = subprocess.run(
-            [compiler, *_FLAGS, "-o", str(built), str(_SOURCE), "-lm"],
+            [compiler, *_FLAGS, "-o", str(built), str(path), "-lm"],
             capture_output=True,
             text=True,
             timeout=120,

@@ -2,11 +2,18 @@
 
 On a CPU, a bf16 ``nn.Linear`` runs through oneDNN, which first rearranges the weight into the
 blocked layout its AMX / AVX512-BF16 kernels read, on every call: for this model's small
-matrices that rearranging costs as much as the product. ``torch.ops.mkldnn`` keeps a weight
-rearranged once (PyTorch's own compiler does the same when it freezes a model), so each call is
-the product alone. Outputs are bit for bit the same (tests/test_prepack.py); on the bundled
-model a 32-row decode step takes about 15 % less time and a lone reply about 25 % less
-(README, Performance).
+matrices that rearranging costs as much as the product. Two ways round it, both chosen once at
+load:
+
+- ``AmxLinear``: on a CPU with AMX, Parley's own product kernel (amx_linear.c, built by
+  native.py) over weights laid out in its tiles. With a decode step's few rows it streams the
+  weights about 1.6-1.9 times as fast as oneDNN, and each row's sums run in the same order
+  whatever the number of rows: a reply's numbers do not depend on what shares its step.
+- ``PackedLinear``: elsewhere, or with ``model.native_kernels = false``, ``torch.ops.mkldnn``
+  keeps the weight rearranged once (PyTorch's own compiler does the same when it freezes a
+  model), so each call is oneDNN's product alone, bit for bit the same as ``nn.Linear``.
+
+README, Performance, has the figures; tests/test_prepack.py the checks.
 """
 
 from __future__ import annotations
@@ -16,16 +23,19 @@ from typing import Any
 
 import torch
 
-__all__ = ["PackedLinear", "prepack_bf16_linears"]
+__all__ = ["AmxLinear", "PackedLinear", "prepack_bf16_linears"]
 
 log = logging.getLogger(__name__)
 
 
-def prepack_bf16_linears(model: torch.nn.Module) -> int:
-    """Replace the ``nn.Linear`` layers of a bf16 model on a CPU with ``PackedLinear``, in
-    place; how many were replaced (0 on other devices or dtypes, or a CPU without bf16 units).
+def prepack_bf16_linears(model: torch.nn.Module, native: bool = True) -> int:
+    """Replace the ``nn.Linear`` layers of a bf16 model on a CPU with ``AmxLinear`` where
+    ``native`` and the AMX kernel can take them, else ``PackedLinear``, in place; how many
+    were replaced (0 on other devices or dtypes, or a CPU without bf16 units).
 
-    For inference only: the packed weights take no gradient."""
+    For inference only: the laid-out weights take no gradient."""
+    from bot.generation.native import pack_for_amx
+
     parameter = next(model.parameters())
     if not (
         parameter.device.type == "cpu"
@@ -34,13 +44,20 @@ def prepack_bf16_linears(model: torch.nn.Module) -> int:
         and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     ):
         return 0
-    replaced = 0
+    replaced = tiled = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is torch.nn.Linear and child.weight.dtype == torch.bfloat16:
-                setattr(parent, name, PackedLinear(child))
+                packed = pack_for_amx(child.weight) if native and child.bias is None else None
+                layer = PackedLinear(child) if packed is None else AmxLinear(child, packed)
+                setattr(parent, name, layer)
                 replaced += 1
-    log.info("bf16 weights of %d linear layers laid out for oneDNN", replaced)
+                tiled += packed is not None
+    log.info(
+        "bf16 weights of %d linear layers laid out (%d for AMX, the rest for oneDNN)",
+        replaced,
+        tiled,
+    )
     return replaced
 
 
@@ -60,3 +77,21 @@ class PackedLinear(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, packed"
+
+
+class AmxLinear(torch.nn.Module):
+    """An ``nn.Linear`` without bias whose weight is laid out for Parley's AMX kernel."""
+
+    def __init__(self, linear: torch.nn.Linear, packed: torch.Tensor) -> None:
+        super().__init__()
+        self.in_features = linear.in_features
+        self.out_features = linear.out_features
+        self.packed_weight = packed
+
+    def forward(self, x: torch.Tensor) -> Any:
+        from bot.generation.native import amx_linear
+
+        return amx_linear(x, self.packed_weight)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, AMX tiles"
