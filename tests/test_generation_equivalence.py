@@ -111,6 +111,28 @@ def test_greedy_matches_generate_when_all_arrive_together(tiny_model_dir: Path) 
     assert shared > 16 and engine.reused >= 4 * shared
 
 
+def test_a_lone_request_matches_generate_without_a_decode_mask(tiny_model_dir: Path) -> None:
+    """Alone, a request's decode steps read its whole row: no mask, as in generate()'s own."""
+    model, tokenizer = _load(tiny_model_dir)
+    engine = Engine(model, tokenizer, max_batch_size=4, context_window=1024)
+    prompt = _prompt(tokenizer, QUESTIONS[2], turns=2)
+    expected = greedy_reference(model, prompt, 20, sorted(engine.eos_ids))
+    masks = []
+    plan = engine.cache.plan
+
+    def noted(packing: Any) -> None:
+        masks.append(packing.decode_mask)
+        plan(packing)
+
+    engine.cache.plan = noted  # type: ignore[method-assign]
+    request = Request(prompt, GenerationParams(max_new_tokens=20), lambda *a: None)
+    engine.submit(request)
+    while engine.busy:
+        engine.step()
+    assert request.output_ids == expected
+    assert len(masks) == len(expected) and all(m is None for m in masks)
+
+
 @pytest.mark.bundled
 def test_bundled_model_greedy_matches_generate(bundled_dir: Path) -> None:
     _check(

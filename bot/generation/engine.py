@@ -376,8 +376,13 @@ class Engine:
             return ids, positions, Packing(chunks=tuple(chunks))
         at = torch.tensor(positions[: len(decoding)], device=device)
         kv_len = max(r.length for r in decoding) + 1
-        allowed = torch.arange(kv_len, device=device)[None, :] <= at[:, None]
-        mask = _additive(allowed[:, None, None, :], self.cache.dtype)
+        mask = None
+        if len(decoding) > 1:
+            allowed = torch.arange(kv_len, device=device)[None, :] <= at[:, None]
+            mask = _additive(allowed[:, None, None, :], self.cache.dtype)
+        # else a lone row reads all of its kv_len positions: without a mask SDPA reads each
+        # key/value head once for its query heads instead of copying it per head, as in
+        # generate()'s own decode steps.
         lengths = (at + 1).to(torch.int32) if self.native_attention else None
         return ids, positions, Packing(len(decoding), at, kv_len, mask, tuple(chunks), lengths)
 

@@ -42,7 +42,8 @@ class Chunk:
 class Packing:
     """What one forward holds: ``decoding`` rows' next tokens at ``positions`` (a tensor), read
     over their first ``kv_len`` cache positions through ``decode_mask`` [decoding, 1, 1, kv_len]
-    (each row's own count, ``positions + 1``, is ``lengths``, int32), then ``chunks``."""
+    (None for a lone row: it reads them all; each row's own count, ``positions + 1``, is
+    ``lengths``, int32), then ``chunks``."""
 
     decoding: int = 0
     positions: Any = None
