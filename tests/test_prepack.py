@@ -48,8 +48,8 @@ def test_onednn_laid_out_bf16_model_gives_bit_for_bit_the_same_logits_and_replie
 
 @pytest.mark.skipif(not HAS_AMX, reason="needs a CPU with AMX")
 def test_amx_products_match_and_do_not_depend_on_the_batch() -> None:
-    """Rows 1-70 (one or two tiles of rows, and more than one block of 32), an input that is a
-    strided view: within bf16 rounding of the exact product, and each row's output bit for bit
+    """Rows 1-70 (one or two tiles of rows, and more than one block of 32), inputs that are
+    strided views: within bf16 rounding of the exact product, and each row's output bit for bit
     the same whether it is computed alone or with any number of others."""
     torch.manual_seed(0)
     linear = torch.nn.Linear(96, 64, bias=False).to(torch.bfloat16)
@@ -65,8 +65,10 @@ def test_amx_products_match_and_do_not_depend_on_the_batch() -> None:
         for rows in (1, 5, 16, 17, 32, 33, 64):
             assert torch.equal(layer(x[:rows]), whole[:rows])
         assert torch.equal(layer(x[40:41]), whole[40:41])
-        # As the model calls it: [batch, tokens, features].
+        # As the model calls it: [batch, tokens, features], contiguous or rows apart.
         assert torch.equal(layer(x.reshape(2, 35, 96)), whole.reshape(2, 35, 64))
+        wide[:, :96] = x
+        assert torch.equal(layer(wide[:, :96]), whole)
 
 
 @pytest.mark.skipif(not HAS_AMX, reason="needs a CPU with AMX")

@@ -130,15 +130,18 @@ def amx_linear(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
     out_features, in_features = packed.shape[0] * 32, packed.shape[1] * 32
     if x.dtype != torch.bfloat16 or x.shape[-1] != in_features:
         raise ValueError(f"expected bf16 [..., {in_features}], got {x.dtype} {list(x.shape)}")
-    rows = x.reshape(-1, in_features)
-    if rows.stride(1) != 1:
+    # Called 211 times a decode step: no reshaping views where the input is contiguous.
+    rows = x if x.is_contiguous() else x.reshape(-1, in_features)
+    if rows.stride(-1) != 1:
         rows = rows.contiguous()
-    out = torch.empty((rows.shape[0], out_features), dtype=torch.bfloat16)
-    if rows.shape[0]:
+    count = rows.numel() // in_features
+    row_stride = in_features if rows is x else rows.stride(0)
+    out = torch.empty((*x.shape[:-1], out_features), dtype=torch.bfloat16)
+    if count:
         failed = amx_library().parley_amx_linear(
             rows.data_ptr(),
-            rows.stride(0),
-            rows.shape[0],
+            row_stride,
+            count,
             in_features,
             packed.data_ptr(),
             out_features,
@@ -148,7 +151,7 @@ def amx_linear(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
         )
         if failed:
             raise RuntimeError(f"AMX product kernel failed (code {failed})")
-    return out.view(*x.shape[:-1], out_features)
+    return out
 
 
 @cache

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from bot.generation.native import amx_linear, pack_for_amx
+
 __all__ = ["AmxLinear", "PackedLinear", "prepack_bf16_linears"]
 
 log = logging.getLogger(__name__)
@@ -34,8 +36,6 @@ def prepack_bf16_linears(model: torch.nn.Module, native: bool = True) -> int:
     were replaced (0 on other devices or dtypes, or a CPU without bf16 units).
 
     For inference only: the laid-out weights take no gradient."""
-    from bot.generation.native import pack_for_amx
-
     parameter = next(model.parameters())
     if not (
         parameter.device.type == "cpu"
@@ -89,8 +89,6 @@ class AmxLinear(torch.nn.Module):
         self.packed_weight = packed
 
     def forward(self, x: torch.Tensor) -> Any:
-        from bot.generation.native import amx_linear
-
         return amx_linear(x, self.packed_weight)
 
     def extra_repr(self) -> str:
