@@ -167,8 +167,10 @@ def amx_library() -> Any:
         return None
     pointer, stride = ctypes.c_void_p, ctypes.c_long
     function = library.parley_amx_linear
-    function.argtypes = [pointer, stride, stride, stride, pointer, stride, pointer, stride]
-    function.argtypes += [ctypes.c_int]
+    function.argtypes = [
+        *(pointer, stride, stride, stride),
+        *(pointer, stride, pointer, stride, ctypes.c_int),
+    ]
     function.restype = ctypes.c_int
     return library
 
