@@ -9,6 +9,7 @@ next, so each message renders on its own.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 __all__ = ["LIMIT", "split_message"]
 
@@ -16,6 +17,8 @@ LIMIT = 2000
 _CLOSE = "\n```"
 _FENCE = re.compile(r"^[ \t]*```([^\s`]*)", re.MULTILINE)
 _SENTENCE_END = re.compile(r"[.!?…][)\"'”’]*\s")
+_BACKTICKS = re.compile(r"`+\w*")
+_STARTS_WITH_BACKTICK = re.compile(r"\s*`")
 # A language tag longer than this is not one; reopen the fence plain.
 _MAX_LANG = 20
 
@@ -50,19 +53,42 @@ def split_message(text: str, limit: int = LIMIT) -> list[str]:
 
 
 def _cut_point(body: str, window: int, low: int) -> int:
-    """Where to end a piece: just after the best boundary in ``body[low:window]``."""
+    """Where to end a piece: just after the best boundary in ``body[low:window]`` that leaves
+    every code fence marker as it was."""
+    for cut in _boundaries(body, window, low):
+        if _keeps_fences(body, cut):
+            return cut
+    return window
+
+
+def _boundaries(body: str, window: int, low: int) -> Iterator[int]:
+    """Cut points in order of preference: paragraph, line, sentence, word, character."""
     half = max(low, window // 2)
     for separator in ("\n\n", "\n"):
         at = body.rfind(separator, half, window)
         if at > 0:
-            return at + len(separator)
-    ends = [m.end() for m in _SENTENCE_END.finditer(body, half, window)]
-    if ends:
-        return ends[-1]
-    at = body.rfind(" ", max(low, window // 4), window)
-    if at > 0:
-        return at + 1
-    return window
+            yield at + len(separator)
+    yield from reversed([m.end() for m in _SENTENCE_END.finditer(body, half, window)])
+    floor = max(low, window // 4)
+    at = body.rfind(" ", floor, window)
+    while at > 0:
+        yield at + 1
+        at = body.rfind(" ", floor, at)
+    yield from range(window, low, -1)
+
+
+def _keeps_fences(body: str, cut: int) -> bool:
+    """False where the cut would split a run of backticks and its language ("```p" + "y"), or
+    bring backticks from the middle of a line to the start of the next piece, where they
+    would open or close a code block."""
+    if body[cut - 1 : cut] == "\n":
+        return True
+    run = _BACKTICKS.search(body, max(0, cut - 64), cut + 64)
+    while run is not None and run.start() < cut:
+        if cut < run.end():
+            return False
+        run = _BACKTICKS.search(body, run.end(), cut + 64)
+    return _STARTS_WITH_BACKTICK.match(body, cut) is None
 
 
 def _open_fence(text: str) -> str | None:

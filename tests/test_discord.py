@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from adapters.discord import NOT_HERE, DiscordAdapter, create, enabled, readable
@@ -476,6 +476,10 @@ def test_mentions_become_readable_names() -> None:
 
 
 @given(st.lists(st.sampled_from(["word ", "end. ", "\n", "\n\n", "```py\n", "```\n", "x" * 70])))
+# Found by this test: a cut through "```py" in the middle of a line, and a cut at a space that
+# brought a line's closing backticks to the start of the next piece.
+@example(["x" * 70, "```py\n", "```py\n", "x" * 70, "x" * 70])
+@example(["word ", "```\n", "word ", "word ", "```\n", "```\n", *["x" * 70] * 4])
 def test_split_pieces_fit_and_keep_fences_balanced(parts: list[str]) -> None:
     text = "".join(parts * 8)
     pieces = split_message(text, 300)
