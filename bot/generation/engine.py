@@ -102,14 +102,14 @@ class Engine:
         self.prefill_chunk_tokens = max(1, prefill_chunk_tokens)
         # The decoding rows' lengths are what the native kernel (bf16 on a CPU) needs; without
         # them attention stays PyTorch's. Built now, so a first reply does not wait for the
-        # compiler.
+        # compiler, and where it cannot be built no step computes lengths for nothing.
         self.native_attention = (
             native_attention and self.cache.dtype == torch.bfloat16 and self.device.type == "cpu"
         )
         if self.native_attention:
             from bot.generation.native import attention_library
 
-            attention_library()
+            self.native_attention = attention_library() is not None
         self.eos_ids = _end_of_turn_ids(model, tokenizer)
         #: Rounds run, tokens generated, and prompt tokens copied from another row rather than
         #: computed, since start (for metrics and the bench).

@@ -7,7 +7,7 @@ load:
 
 - ``AmxLinear``: on a CPU with AMX, Parley's own product kernel (amx_linear.c, built by
   native.py) over weights laid out in its tiles. With a decode step's few rows it streams the
-  weights about 1.6-1.9 times as fast as oneDNN, and each row's sums run in the same order
+  weights about 1.7-1.8 times as fast as oneDNN, and each row's sums run in the same order
   whatever the number of rows: a reply's numbers do not depend on what shares its step.
 - ``PackedLinear``: elsewhere, or with ``model.native_kernels = false``, ``torch.ops.mkldnn``
   keeps the weight rearranged once (PyTorch's own compiler does the same when it freezes a
