@@ -11,7 +11,7 @@ import pytest
 
 from bot.config import Config
 from bot.generation.base import ChatMessage, GenerationParams
-from bot.generation.engine import Engine, Request
+from bot.generation.engine import Engine, Request, greedy_tokens
 from bot.generation.local import LocalBackend
 from tests.conftest import make_config
 from tests.reference import greedy_reference
@@ -275,3 +275,21 @@ def test_a_repetition_penalty_steers_away_from_tokens_already_written(
     # The random model repeats itself when left alone; under an overwhelming penalty it does not.
     assert len(set(plain.output_ids)) < len(plain.output_ids)
     assert len(set(strict.output_ids)) == len(strict.output_ids) == 40
+
+
+def test_the_greedy_pick_is_argmax_with_its_tie_rule() -> None:
+    import torch
+
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(6, 49152, generator=generator)
+    logits[1, 100] = logits[1, 40000] = 50.0  # a tie in different blocks: the first wins
+    logits[2, 130] = logits[2, 129] = 50.0  # a tie inside a block
+    logits[3] = float("-inf")  # nothing allowed: argmax says 0
+    logits[4, 7000] = float("nan")  # argmax takes NaN as the largest
+    logits[5, 49151] = 50.0  # the very last token
+    assert greedy_tokens(logits) == logits.argmax(dim=-1).tolist()
+    assert greedy_tokens(logits)[:3] == [greedy_tokens(logits)[0], 100, 129]
+    odd = logits[:, :1000]  # not a multiple of the block, and not contiguous
+    assert greedy_tokens(odd) == odd.argmax(dim=-1).tolist()
+    bf16 = logits.bfloat16()
+    assert greedy_tokens(bf16) == bf16.argmax(dim=-1).tolist()

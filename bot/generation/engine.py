@@ -35,7 +35,7 @@ from bot.generation.detok import IncrementalDecoder
 from bot.generation.kvcache import SlotCache
 from bot.generation.packing import Chunk, Packing, use_packed_attention
 
-__all__ = ["Engine", "Request", "sample"]
+__all__ = ["Engine", "Request", "greedy_tokens", "sample"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,8 @@ class _Running:
 _STOP = object()
 # Shorter shared beginnings are not worth a copy.
 _MIN_REUSE = 16
+# Vocabulary sizes are multiples of 128 (49,152 here, 32,000, 128,256, 151,936).
+_PICK_BLOCK = 128
 
 
 class Engine:
@@ -391,7 +393,7 @@ class Engine:
         # steps would make near-ties depend on rounding.
         logits = logits.float()
         penalise(logits, [(r.request.output_ids, r.request.params) for r in batch])
-        greedy: list[int] = logits.argmax(dim=-1).tolist()
+        greedy = greedy_tokens(logits)
         return [
             token
             if running.generator is None
@@ -447,6 +449,24 @@ def _additive(allowed: Any, dtype: Any) -> Any:
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(
         ~allowed, float("-inf")
     )
+
+
+def greedy_tokens(logits: Any) -> list[int]:
+    """Each row's ``argmax``, the same index (the first of equal maxima): the maximum of each
+    block of ``_PICK_BLOCK`` logits, then the first block that holds the row's maximum, then its
+    first position there. PyTorch's own ``argmax`` over a row does not vectorise on a CPU: 32
+    rows × 49,152 logits took 1.7 ms, this takes 0.25 (a decode step is ~60 ms)."""
+    import torch
+
+    rows, vocab = logits.shape
+    if vocab % _PICK_BLOCK or not logits.is_contiguous():
+        tokens: list[int] = logits.argmax(dim=-1).tolist()
+        return tokens
+    blocks = logits.view(rows, vocab // _PICK_BLOCK, _PICK_BLOCK)
+    block = blocks.amax(dim=-1).argmax(dim=-1)
+    inner = blocks[torch.arange(rows, device=logits.device), block].argmax(dim=-1)
+    tokens = (block * _PICK_BLOCK + inner).tolist()
+    return tokens
 
 
 def penalise(logits: Any, rows: Sequence[tuple[Sequence[int], GenerationParams]]) -> None:
