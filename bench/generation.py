@@ -36,7 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -265,9 +265,10 @@ def worker(system: str, sizes: list[int], conversations: list[Any], args: Any) -
     import torch
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
+    if args.serve:
+        _serve(system, conversations, args)
+        return {}
     out: dict[str, Any] = {"system": system, "runs": {}}
-    if system == PAIRED:
-        return asyncio.run(_paired_worker(sizes, conversations, args, out))
     if system.startswith("parley"):
         return asyncio.run(_parley_worker(system, sizes, conversations, args, out))
     return _hf_worker(system, sizes, conversations, args, out)
@@ -358,65 +359,6 @@ def _hf_model(conversations: list[Any], device: str) -> tuple[Any, Any, list[lis
     return model, tokenizer, prompts, _eos_ids(model, tokenizer), device
 
 
-async def _paired_worker(
-    sizes: list[int], conversations: list[Any], args: Any, out: dict[str, Any]
-) -> dict[str, Any]:
-    """Parley against one ``generate()`` after another, alternating (ABBA) in one process, so
-    both meet the same phases of a shared machine (their rates drift by 20-30 % between worker
-    processes minutes apart, which decides a ratio near a target):
-
-    - N = 1: Parley fp32 and ``generate()`` on the same lone request, PAIRS times;
-    - the largest N: the best Parley configuration (``--paired-system``) with all N requests in
-      flight, against the same N prompts one by one in LARGE_PAIRS blocks, each block between
-      two Parley runs. The ratio is the median of Parley's runs over the baseline's whole rate.
-    """
-    import torch
-
-    n = max(sizes)
-    model, tokenizer, prompts, eos, device = _hf_model(conversations[:n], args.device)
-
-    def plain(block: list[list[int]]) -> Measured:
-        with torch.inference_mode():
-            return _one_by_one(model, tokenizer, block, eos, device)
-
-    plain(prompts[:1])  # warm-up
-
-    if 1 in sizes:
-        backend = await _parley_backend("parley-fp32", args.device, conversations)
-        try:
-            pairs = await _alternate(
-                lambda: _parley_run(backend, conversations[:1], [0.0]),
-                [lambda: plain(prompts[:1])] * PAIRS,
-            )
-        finally:
-            await backend.close()
-        ratios = [round(_rate(mine) / _rate(theirs), 3) for mine, theirs in pairs]
-        out["pairs"] = ratios
-        out["median"] = statistics.median(ratios)
-    if n > 1 and args.paired_system:
-        backend = await _parley_backend(args.paired_system, args.device, conversations)
-        step = -(-n // LARGE_PAIRS)
-        blocks = [prompts[i : i + step] for i in range(0, n, step)]
-        try:
-            pairs = await _alternate(
-                lambda: _parley_run(backend, conversations[:n], [0.0] * n),
-                [functools.partial(plain, block) for block in blocks],
-            )
-        finally:
-            await backend.close()
-        mine = statistics.median(_rate(m) for m, _ in pairs)
-        theirs = sum(t.tokens for _, t in pairs) / sum(t.wall for _, t in pairs)
-        out["large"] = {
-            "system": args.paired_system,
-            "n": n,
-            "parley_tok_per_s": [round(_rate(m), 1) for m, _ in pairs],
-            "baseline_tok_per_s": round(theirs, 2),
-            "ratio": round(mine / theirs, 2),
-            "pairs": [round(_rate(m) / _rate(t), 2) for m, t in pairs],
-        }
-    return out
-
-
 async def _parley_backend(system: str, device: str, conversations: list[Any]) -> Any:
     """The local backend of one Parley row, started and warmed up."""
     from bot.generation.local import LocalBackend
@@ -427,26 +369,6 @@ async def _parley_backend(system: str, device: str, conversations: list[Any]) ->
     await backend.start()
     await _parley_run(backend, conversations[:2], [0.0, 0.0])
     return backend
-
-
-async def _alternate(
-    parley: Callable[[], Awaitable[Measured]], baselines: list[Callable[[], Measured]]
-) -> list[tuple[Measured, Measured]]:
-    """One Parley run beside each baseline call, in the order P B, B P, P B, ..."""
-    pairs = []
-    for index, baseline in enumerate(baselines):
-        if index % 2:
-            theirs = baseline()
-            mine = await parley()
-        else:
-            mine = await parley()
-            theirs = baseline()
-        pairs.append((mine, theirs))
-    return pairs
-
-
-def _rate(measured: Measured) -> float:
-    return measured.tokens / measured.wall
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -616,6 +538,156 @@ def _agreement(reference: list[str], other: list[str], tokenizer: Any) -> dict[s
     }
 
 
+# -- paired measurements: two serving processes, alternating ----------------------------------
+def _serve(system: str, conversations: list[Any], args: Any) -> None:
+    """Load one system, then measure the prompts each stdin line names (a JSON list of
+    indices), answering ``@@{"tokens": ..., "wall": ...}`` on stdout, until stdin closes."""
+    import torch
+
+    def reply(message: dict[str, Any]) -> None:
+        print("@@" + json.dumps(message), flush=True)
+
+    if system.startswith("parley"):
+
+        async def serve_parley() -> None:
+            backend = await _parley_backend(system, args.device, conversations)
+            try:
+                reply({"ready": True})
+                while line := await asyncio.to_thread(sys.stdin.readline):
+                    chosen = [conversations[i] for i in json.loads(line)]
+                    measured = await _parley_run(backend, chosen, [0.0] * len(chosen))
+                    reply({"tokens": measured.tokens, "wall": measured.wall})
+            finally:
+                await backend.close()
+
+        asyncio.run(serve_parley())
+        return
+    model, tokenizer, prompts, eos, device = _hf_model(conversations, args.device)
+    with torch.inference_mode():
+        _one_by_one(model, tokenizer, prompts[:1], eos, device)  # warm-up
+        reply({"ready": True})
+        for line in sys.stdin:
+            measured = _one_by_one(
+                model, tokenizer, [prompts[i] for i in json.loads(line)], eos, device
+            )
+            reply({"tokens": measured.tokens, "wall": measured.wall})
+
+
+class _Server:
+    """A ``--serve`` worker process: one system loaded, measuring on request."""
+
+    def __init__(self, system: str, args: Any, out_dir: Path) -> None:
+        self.system = system
+        self._log = (out_dir / f"serve-{system}.log").open("w")
+        command = [*_worker_command(system, [1], args, out_dir), "--serve"]
+        self._process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
+        self._answer()
+
+    def _answer(self) -> dict[str, Any]:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            if line.startswith("@@"):
+                answer: dict[str, Any] = json.loads(line[2:])
+                return answer
+        raise RuntimeError(f"{self.system} stopped; see {self._log.name}")
+
+    def rate(self, indices: list[int]) -> tuple[int, float]:
+        """Tokens and seconds for these prompts (all in flight for Parley, one by one else)."""
+        assert self._process.stdin is not None
+        self._process.stdin.write(json.dumps(indices) + "\n")
+        self._process.stdin.flush()
+        answer = self._answer()
+        return answer["tokens"], answer["wall"]
+
+    def close(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        self._process.wait()
+        self._log.close()
+
+
+def _paired(sizes: list[int], systems: list[str], args: Any, out_dir: Path) -> dict[str, Any]:
+    """Parley against one ``generate()`` after another, each in its own process as in the table,
+    but alternating (ABBA) so both meet the same phases of a shared machine (the rates of
+    workers minutes apart drift by 20-30 %, more than a ratio's margin near its target; and in
+    one process the two models' thread pools slowed Parley by 10-25 %):
+
+    - N = 1: Parley fp32 and ``generate()`` on the same lone request, PAIRS times;
+    - the largest N: the best Parley configuration with all N requests in flight, against the
+      same N prompts one by one in LARGE_PAIRS blocks, each block beside a Parley run. The
+      ratio is the median of Parley's runs over the baseline's rate on all N prompts.
+    """
+    n = max(sizes)
+    out: dict[str, Any] = {}
+    baseline = _Server("generate-1by1", args, out_dir)
+    try:
+        if 1 in sizes and "parley-fp32" in systems:
+            parley = _Server("parley-fp32", args, out_dir)
+            try:
+                pairs = _alternate(lambda: parley.rate([0]), [lambda: baseline.rate([0])] * PAIRS)
+            finally:
+                parley.close()
+            ratios = [round(_rate(mine) / _rate(theirs), 3) for mine, theirs in pairs]
+            out["pairs"] = ratios
+            out["median"] = statistics.median(ratios)
+        if n > 1:
+            best = _fastest(systems, args.device)
+            parley = _Server(best, args, out_dir)
+            step = -(-n // LARGE_PAIRS)
+            blocks = [list(range(i, min(i + step, n))) for i in range(0, n, step)]
+            try:
+                pairs = _alternate(
+                    lambda: parley.rate(list(range(n))),
+                    [functools.partial(baseline.rate, block) for block in blocks],
+                )
+            finally:
+                parley.close()
+            tokens = sum(theirs[0] for _, theirs in pairs)
+            theirs_rate = tokens / sum(theirs[1] for _, theirs in pairs)
+            out["large"] = {
+                "system": best,
+                "n": n,
+                "parley_tok_per_s": [round(_rate(mine), 1) for mine, _ in pairs],
+                "baseline_tok_per_s": round(theirs_rate, 2),
+                "ratio": round(statistics.median(_rate(m) for m, _ in pairs) / theirs_rate, 2),
+                "pairs": [round(_rate(m) / _rate(t), 2) for m, t in pairs],
+            }
+    finally:
+        baseline.close()
+    return out
+
+
+Rate = tuple[int, float]
+
+
+def _alternate(
+    parley: Callable[[], Rate], baselines: list[Callable[[], Rate]]
+) -> list[tuple[Rate, Rate]]:
+    """One Parley run beside each baseline call, in the order P B, B P, P B, ..."""
+    pairs = []
+    for index, baseline in enumerate(baselines):
+        if index % 2:
+            theirs = baseline()
+            mine = parley()
+        else:
+            mine = parley()
+            theirs = baseline()
+        pairs.append((mine, theirs))
+    return pairs
+
+
+def _rate(measured: Rate) -> float:
+    tokens, wall = measured
+    return tokens / wall
+
+
 # -- the orchestrator ---------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
@@ -630,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     parser.add_argument("--perplexity", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--paired-system", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",") if x] or ([1, 8] if args.quick else [1, 8, 32])
     if args.quick:
@@ -642,7 +714,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         conversations = json.loads(prompts_file.read_text())
         result = worker(args.worker, sizes, conversations, args)
-        (out_dir / f"worker-{args.worker}.json").write_text(json.dumps(result))
+        if not args.serve:
+            (out_dir / f"worker-{args.worker}.json").write_text(json.dumps(result))
         return 0
 
     began = time.perf_counter()
@@ -673,8 +746,10 @@ def main(argv: list[str] | None = None) -> int:
                 extra += ["--staggered", "0"]
         _launch(system, sizes, args, out_dir, extra, results)
     if "generate-1by1" in systems and set(PARLEY) & set(systems):
-        paired = ["--staggered", "0", "--paired-system", _fastest(systems, args.device)]
-        _launch(PAIRED, sizes, args, out_dir, paired, results)
+        t0 = time.perf_counter()
+        print("running paired ...", end=" ", flush=True)
+        results[PAIRED] = _paired(sizes, systems, args, out_dir)
+        print(f"{time.perf_counter() - t0:.0f} s", flush=True)
     report = _report(results, sizes, tokenizer, args)
     report["bench_seconds"] = round(time.perf_counter() - began, 1)
     (out_dir / "generation.json").write_text(json.dumps(report, indent=2))
@@ -683,16 +758,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _launch(
-    system: str,
-    sizes: list[int],
-    args: Any,
-    out_dir: Path,
-    extra: list[str],
-    results: dict[str, Any],
-) -> None:
-    """Run one system's worker in its own process and add what it measured to ``results``."""
-    command = [
+def _worker_command(system: str, sizes: list[int], args: Any, out_dir: Path) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "bench",
@@ -708,8 +775,19 @@ def _launch(
         str(args.rate),
         "--out",
         str(out_dir),
-        *extra,
     ]
+
+
+def _launch(
+    system: str,
+    sizes: list[int],
+    args: Any,
+    out_dir: Path,
+    extra: list[str],
+    results: dict[str, Any],
+) -> None:
+    """Run one system's worker in its own process and add what it measured to ``results``."""
+    command = [*_worker_command(system, sizes, args, out_dir), *extra]
     t0 = time.perf_counter()
     print(f"running {system} ...", end=" ", flush=True)
     done = subprocess.run(command, cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True)
@@ -772,8 +850,8 @@ def _report(results: dict[str, Any], sizes: list[int], tokenizer: Any, args: Any
     if "median" in paired:
         ratios["parley-fp32/generate-1by1 paired"] = {"1": paired["median"]}
         print(
-            f"  parley-fp32  N=1   {paired['median']:5.2f}x generate-1by1 alternating in one"
-            f" process ({len(paired['pairs'])} pairs: {min(paired['pairs']):.2f}"
+            f"  parley-fp32  N=1   {paired['median']:5.2f}x generate-1by1 alternating, each in"
+            f" its own process ({len(paired['pairs'])} pairs: {min(paired['pairs']):.2f}"
             f"-{max(paired['pairs']):.2f}x)"
         )
     large = paired.get("large")
@@ -781,7 +859,7 @@ def _report(results: dict[str, Any], sizes: list[int], tokenizer: Any, args: Any
         ratios[f"{large['system']}/generate-1by1 paired"] = {str(large["n"]): large["ratio"]}
         print(
             f"  {large['system']:<12} N={large['n']:<3} {large['ratio']:5.2f}x generate-1by1"
-            f" alternating in one process ({len(large['pairs'])} pairs: Parley"
+            f" alternating, each in its own process ({len(large['pairs'])} pairs: Parley"
             f" {min(large['parley_tok_per_s']):.0f}-{max(large['parley_tok_per_s']):.0f} tok/s,"
             f" one by one {large['baseline_tok_per_s']:.1f} tok/s)"
         )
@@ -791,17 +869,17 @@ def _report(results: dict[str, Any], sizes: list[int], tokenizer: Any, args: Any
             quality[f"perplexity_{system}"] = results[system]["perplexity"]
     for system in PARLEY[1:]:
         if "parley-fp32" in results and system in results:
-            n = str(max(sizes))
+            largest = str(max(sizes))
             quality[f"{system.removeprefix('parley-')}_vs_fp32_greedy"] = _agreement(
-                results["parley-fp32"]["runs"][n]["outputs"],
-                results[system]["runs"][n]["outputs"],
+                results["parley-fp32"]["runs"][largest]["outputs"],
+                results[system]["runs"][largest]["outputs"],
                 tokenizer,
             )
     if "generate-1by1" in results and "parley-fp32" in results:
-        n = str(max(sizes))
+        largest = str(max(sizes))
         quality["fp32_vs_generate_greedy"] = _agreement(
-            results["generate-1by1"]["runs"][n]["outputs"],
-            results["parley-fp32"]["runs"][n]["outputs"],
+            results["generate-1by1"]["runs"][largest]["outputs"],
+            results["parley-fp32"]["runs"][largest]["outputs"],
             tokenizer,
         )
     if quality:
