@@ -48,7 +48,7 @@ MODEL_CACHE = ROOT / ".cache" / "models"
 NEW_TOKENS = 64
 PARLEY = ("parley-fp32", "parley-int8", "parley-bf16")
 PAIRED = "paired"
-PAIRS = 7
+PAIRS = 11
 LARGE_PAIRS = 4
 SYSTEMS = (*PARLEY, "generate-1by1", "generate-static", "generate-batch")
 
