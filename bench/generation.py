@@ -13,9 +13,9 @@ process (so its peak resident memory is its own) on the same prompts:
 - ``generate-batch``: transformers' own continuous batching (``model.generate_batch``).
 
 The rates of worker processes minutes apart drift by 20-30 % on a shared machine, more than the
-margin of a ratio near its target, so a ``paired`` worker also runs Parley and one-by-one
-``generate()`` alternately in one process: fp32 at N = 1 (the same model forward, ratio about 1)
-and the best Parley configuration at the largest N.
+margin of a ratio near its target, so the bench also measures Parley and one-by-one
+``generate()`` alternately, each loaded once in its own serving process: fp32 at N = 1 (the
+same model forward, ratio about 1) and the best Parley configuration at the largest N.
 
 A second scenario sends 64 requests with Poisson arrivals to the best Parley configuration and
 compares their time-to-first-token percentiles with those of the same prompts sent alone, and
@@ -748,8 +748,11 @@ def main(argv: list[str] | None = None) -> int:
     if "generate-1by1" in systems and set(PARLEY) & set(systems):
         t0 = time.perf_counter()
         print("running paired ...", end=" ", flush=True)
-        results[PAIRED] = _paired(sizes, systems, args, out_dir)
-        print(f"{time.perf_counter() - t0:.0f} s", flush=True)
+        try:
+            results[PAIRED] = _paired(sizes, systems, args, out_dir)
+            print(f"{time.perf_counter() - t0:.0f} s", flush=True)
+        except RuntimeError as exc:
+            print(f"FAILED: {exc}")
     report = _report(results, sizes, tokenizer, args)
     report["bench_seconds"] = round(time.perf_counter() - began, 1)
     (out_dir / "generation.json").write_text(json.dumps(report, indent=2))
@@ -902,6 +905,7 @@ def _report(results: dict[str, Any], sizes: list[int], tokenizer: Any, args: Any
         "sizes": sizes,
         "table": table,
         "ratios": ratios,
+        "paired": paired,
         "quality": quality,
         "staggered": staggered,
     }
