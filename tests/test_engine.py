@@ -238,6 +238,26 @@ async def test_int8_backend_answers(tiny_model_dir: Path, tmp_path: Path) -> Non
         )
         # Kept in float for quality (bot/generation/quantize.py).
         assert "Quantized" not in repr(layer.mlp.down_proj) + repr(model.lm_head)
+        # ... and copied out of the mapped model file, which then holds no weight in memory.
+        mapped = _mapped(tiny_model_dir)
+        assert mapped, "the model file was expected to be mapped when loaded"
+        inside = [
+            name
+            for name, parameter in model.named_parameters()
+            if any(a <= parameter.data_ptr() < b for a, b in mapped)
+        ]
+        assert not inside
+
+
+def _mapped(folder: Path) -> list[tuple[int, int]]:
+    """The address ranges at which files of ``folder`` are mapped into this process (Linux)."""
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[5].startswith(str(folder.resolve())):
+            start, end = fields[0].split("-")
+            ranges.append((int(start, 16), int(end, 16)))
+    return ranges
 
 
 async def test_bfloat16_backend_answers_on_the_cpu(tiny_model_dir: Path, tmp_path: Path) -> None:
