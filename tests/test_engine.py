@@ -260,10 +260,12 @@ def _mapped(folder: Path) -> list[tuple[int, int]]:
     return ranges
 
 
-async def test_bfloat16_backend_answers_on_the_cpu(tiny_model_dir: Path, tmp_path: Path) -> None:
+async def test_bfloat16_backend_answers_on_the_cpu(
+    tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """model.dtype = "bfloat16" on the CPU: weights, key/value cache and attention mask all in
-    bf16, the Linear weights laid out for AMX or oneDNN where the CPU has bf16 units, and a lone
-    greedy reply the same as generate()'s in bf16."""
+    bf16, the Linear weights laid out for AMX or oneDNN where the CPU has bf16 units (else a
+    warning that bf16 is emulated), and a lone greedy reply the same as generate()'s in bf16."""
     import torch
 
     async with _started(tiny_model_dir, tmp_path, device="cpu", dtype="bfloat16") as backend:
@@ -273,8 +275,12 @@ async def test_bfloat16_backend_answers_on_the_cpu(tiny_model_dir: Path, tmp_pat
         loaded, engine = backend.loaded, backend._engine
         assert loaded is not None and engine is not None
         assert loaded.model.dtype == torch.bfloat16 and engine.cache.dtype == torch.bfloat16
+        emulated = [r for r in caplog.records if "PyTorch emulates it" in r.getMessage()]
         if torch.ops.mkldnn._is_mkldnn_bf16_supported():
             assert type(loaded.model.lm_head).__name__ in ("AmxLinear", "PackedLinear")
+            assert not emulated
+        else:
+            assert len(emulated) == 1 and emulated[0].levelname == "WARNING"
         prompt = backend._parts()[1].encode(messages)
         reference = greedy_reference(loaded.model, prompt, 8, sorted(engine.eos_ids))
         expected = loaded.tokenizer.decode(reference, skip_special_tokens=True)

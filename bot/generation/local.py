@@ -83,8 +83,17 @@ class LocalBackend(Backend):
             if self.config.quantize == "int8":
                 loaded.model = quantize_int8(loaded.model)
             # Imported here: it imports torch, which the rest of the service loads lazily.
-            from bot.generation.prepack import prepack_bf16_linears
+            from bot.generation.prepack import cpu_has_bf16_units, prepack_bf16_linears
 
+            if (
+                loaded.device == "cpu"
+                and loaded.dtype == torch.bfloat16
+                and not cpu_has_bf16_units()
+            ):
+                log.warning(
+                    "model.dtype = 'bfloat16' on a CPU without bf16 units (AVX512-BF16 or AMX):"
+                    " PyTorch emulates it, about 3x slower than 'float32' on an AVX2 CPU"
+                )
             prepack_bf16_linears(loaded.model, native=self.config.native_kernels)
             window = _context_window(loaded.model, self.config.context_window)
             self.context_window = window
