@@ -13,6 +13,7 @@ step at 32 rows about 1.4x faster than fp32 instead of 1.8x.
 
 from __future__ import annotations
 
+import gc
 import logging
 import warnings
 from typing import Any
@@ -53,9 +54,11 @@ def quantize_int8(model: Any) -> Any:
         }
         quantized: Any = quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
     # A model loaded from safetensors reads its weights from the file mapped into memory, and
-    # that mapping stays resident as long as any weight points into it. Copying out the few
-    # left in float lets the quantised layers' float weights go with it: on the bundled model
-    # the service's peak at N = 32 fell from 1,665 to 1,357 MB.
+    # that mapping stays resident as long as any weight points into it: the weights left in
+    # float, and the replaced layers until the collector frees the reference cycles they are
+    # in. Copying out the first and collecting the second unmaps it: on the bundled model the
+    # service's peak at N = 32 fell from about 1,880 to 1,352 MB.
     for parameter in quantized.parameters():
         parameter.data = parameter.data.clone()
+    gc.collect()
     return quantized
