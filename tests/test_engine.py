@@ -246,15 +246,11 @@ async def test_int8_backend_answers(tiny_model_dir: Path, tmp_path: Path) -> Non
         assert not _mapped(model_dir)
 
 
-def _mapped(folder: Path) -> list[tuple[int, int]]:
-    """The address ranges at which files of ``folder`` are mapped into this process (Linux)."""
-    ranges = []
-    for line in Path("/proc/self/maps").read_text().splitlines():
-        fields = line.split()
-        if len(fields) >= 6 and fields[5].startswith(str(folder.resolve())):
-            start, end = fields[0].split("-")
-            ranges.append((int(start, 16), int(end, 16)))
-    return ranges
+def _mapped(folder: Path) -> set[str]:
+    """The files of ``folder`` mapped into this process's memory (Linux)."""
+    prefix = str(folder.resolve())
+    paths = (line.split()[5:6] for line in Path("/proc/self/maps").read_text().splitlines())
+    return {path[0] for path in paths if path and path[0].startswith(prefix)}
 
 
 async def test_bfloat16_backend_answers_on_the_cpu(
