@@ -261,6 +261,8 @@ async def test_bfloat16_backend_answers_on_the_cpu(
     warning that bf16 is emulated), and a lone greedy reply the same as generate()'s in bf16."""
     import torch
 
+    from bot.generation.prepack import cpu_has_bf16_units
+
     async with _started(tiny_model_dir, tmp_path, device="cpu", dtype="bfloat16") as backend:
         messages = [ChatMessage("user", "How do I reset my password?")]
         params = GenerationParams(max_new_tokens=8)
@@ -269,7 +271,7 @@ async def test_bfloat16_backend_answers_on_the_cpu(
         assert loaded is not None and engine is not None
         assert loaded.model.dtype == torch.bfloat16 and engine.cache.dtype == torch.bfloat16
         emulated = [r for r in caplog.records if "PyTorch emulates it" in r.getMessage()]
-        if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        if cpu_has_bf16_units():
             assert type(loaded.model.lm_head).__name__ in ("AmxLinear", "PackedLinear")
             assert not emulated
         else:

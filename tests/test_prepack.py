@@ -13,7 +13,12 @@ import pytest
 import torch
 
 from bot.generation import native
-from bot.generation.prepack import AmxLinear, PackedLinear, prepack_bf16_linears
+from bot.generation.prepack import (
+    AmxLinear,
+    PackedLinear,
+    cpu_has_bf16_units,
+    prepack_bf16_linears,
+)
 
 HAS_AMX = "amx_bf16" in Path("/proc/cpuinfo").read_text()
 
@@ -30,7 +35,7 @@ def test_onednn_laid_out_bf16_model_gives_bit_for_bit_the_same_logits_and_replie
     plain = _model(tiny_model_dir, torch.bfloat16)
     packed = copy.deepcopy(plain)
     linears = sum(type(m) is torch.nn.Linear for m in plain.modules())
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if not cpu_has_bf16_units():
         # A CPU without bf16 units for oneDNN: the model is left as it is.
         assert prepack_bf16_linears(packed) == 0 and type(packed.lm_head) is torch.nn.Linear
         return
@@ -92,7 +97,7 @@ def test_shapes_the_amx_kernel_does_not_take_stay_with_onednn() -> None:
     assert native.pack_for_amx(torch.randn(40, 64, dtype=torch.bfloat16)) is None  # 40 outputs
     assert native.pack_for_amx(torch.randn(64, 64)) is None  # float32
     with_bias = torch.nn.Sequential(torch.nn.Linear(64, 64).to(torch.bfloat16))
-    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if cpu_has_bf16_units():
         assert prepack_bf16_linears(with_bias) == 1 and type(with_bias[0]) is PackedLinear
 
 
@@ -107,7 +112,7 @@ def test_without_the_amx_kernel_the_weights_go_to_onednn(
 ) -> None:
     """No working compiler (or no AMX): one line says so, and the model still gets oneDNN's
     laid-out weights."""
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if not cpu_has_bf16_units():
         pytest.skip("a CPU without bf16 units keeps nn.Linear")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("CC", "false")

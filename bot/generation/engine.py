@@ -455,7 +455,8 @@ def greedy_tokens(logits: Any) -> list[int]:
     """Each row's ``argmax``, the same index (the first of equal maxima): the maximum of each
     block of ``_PICK_BLOCK`` logits, then the first block that holds the row's maximum, then its
     first position there. PyTorch's own ``argmax`` over a row does not vectorise on a CPU: 32
-    rows × 49,152 logits took 1.7 ms, this takes 0.25 (a decode step is ~60 ms)."""
+    rows × 49,152 logits took 1.7 ms, this takes 0.25 (a 32-row decode step is ~70 ms in bf16
+    with AMX); on an AVX2-only CPU 1.23 against 0.31 ms."""
     import torch
 
     rows, vocab = logits.shape
