@@ -1,4 +1,5 @@
-"""The native bf16 decode attention (bot/generation/native.py, decode_attention.c)."""
+"""The native decode attention (bot/generation/native.py, decode_attention.c): over a bf16 cache
+with AVX-512, over a float32 one with AVX2 and FMA."""
 
 from __future__ import annotations
 
@@ -16,7 +17,20 @@ from bot.generation.base import GenerationParams
 from bot.generation.engine import Engine, Request, _additive
 from bot.generation.packing import Packing, attend
 
-CAN_BUILD = "avx512f" in Path("/proc/cpuinfo").read_text() and shutil.which("cc") is not None
+_FLAGS = set(
+    next(
+        (ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), ""
+    )
+    .split(":")[-1]
+    .split()
+)
+_CC = shutil.which("cc") is not None
+NEEDS_BF16 = pytest.mark.skipif(
+    not (_CC and "avx512f" in _FLAGS), reason="needs a C compiler and an AVX-512 CPU"
+)
+NEEDS_F32 = pytest.mark.skipif(
+    not (_CC and {"avx2", "fma"} <= _FLAGS), reason="needs a C compiler and an AVX2 CPU"
+)
 
 
 @pytest.fixture
@@ -44,39 +58,51 @@ def _reference(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, leng
     return out
 
 
-@pytest.mark.skipif(not CAN_BUILD, reason="needs a C compiler and an AVX-512 CPU")
+@pytest.mark.parametrize(
+    ("dtype", "tolerance"),
+    [
+        pytest.param(torch.bfloat16, 1e-2, marks=NEEDS_BF16, id="bf16"),
+        pytest.param(torch.float32, 1e-5, marks=NEEDS_F32, id="float32"),
+    ],
+)
 @pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(9, 3, 64), (4, 2, 16), (8, 8, 128)])
 def test_each_row_reads_exactly_its_own_positions(
-    fresh_kernel: None, heads: int, kv_heads: int, head_dim: int
+    fresh_kernel: None,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    dtype: torch.dtype,
+    tolerance: float,
 ) -> None:
-    """Rows of different lengths (one of a single position) in a cache with more rows and
-    positions than they use, whose unused positions hold NaN: the kernel never reads them, and
-    each row's output is its exact attention to within bf16 rounding."""
+    """Rows of different lengths (one of a single position, some not a multiple of the vector
+    width) in a cache with more rows and positions than they use, whose unused positions hold
+    NaN: the kernel never reads them, and each row's output is its exact attention to within
+    the dtype's rounding."""
     torch.manual_seed(0)
     lengths = [1, 37, 5, 120, 64]
-    key = torch.full((7, kv_heads, 130, head_dim), math.nan, dtype=torch.bfloat16)
+    key = torch.full((7, kv_heads, 130, head_dim), math.nan, dtype=dtype)
     value = torch.full_like(key, math.nan)
     for row, length in enumerate(lengths):
         key[row, :, :length] = torch.randn(kv_heads, length, head_dim) * 2
         value[row, :, :length] = torch.randn(kv_heads, length, head_dim)
     # As the model hands it over: [1, heads, tokens, d] viewed from [1, tokens, heads, d], with
     # a prompt chunk's tokens after the decoding rows'.
-    query = torch.randn(1, len(lengths) + 3, heads, head_dim, dtype=torch.bfloat16).transpose(1, 2)
+    query = torch.randn(1, len(lengths) + 3, heads, head_dim, dtype=dtype).transpose(1, 2)
     counts = torch.tensor(lengths, dtype=torch.int32)
 
     out = native.decode_attention(query, key, value, counts, len(lengths), head_dim**-0.5)
 
     assert out is not None and out.shape == (1, len(lengths), heads, head_dim)
     expected = _reference(query, key, value, lengths)
-    torch.testing.assert_close(out.double(), expected, atol=1e-2, rtol=1e-2)
-    # The engine's attention takes this route for its decoding rows in bf16.
+    torch.testing.assert_close(out.double(), expected, atol=tolerance, rtol=tolerance)
+    # The engine's attention takes this route for its decoding rows when it gives lengths.
     kv_len = max(lengths)
     allowed = torch.arange(kv_len)[None, :] < counts[:, None]
     packing = Packing(
         len(lengths),
         counts - 1,
         kv_len,
-        _additive(allowed[:, None, None, :], torch.bfloat16),
+        _additive(allowed[:, None, None, :], dtype),
         lengths=counts,
     )
     layer = type("Layer", (), {"num_key_value_groups": heads // kv_heads, "is_causal": True})
@@ -92,9 +118,11 @@ def test_shapes_it_does_not_handle_are_left_to_pytorch() -> None:
     # More rows than the cache holds.
     query, cache = query[..., :16], cache[..., :16]
     assert native.decode_attention(query, cache, cache, lengths, 3, 0.25) is None
-    # float32 stays on transformers' route (the one generate() takes).
-    query, cache = query.float(), cache.float()
-    assert native.decode_attention(query, cache, cache, lengths, 2, 0.25) is None
+    # Dtypes without a kernel, or a query and cache of different dtypes.
+    assert (
+        native.decode_attention(query.half(), cache.half(), cache.half(), lengths, 2, 0.25) is None
+    )
+    assert native.decode_attention(query.float(), cache, cache, lengths, 2, 0.25) is None
 
 
 @pytest.mark.parametrize(
@@ -124,16 +152,31 @@ def test_without_a_working_compiler_attention_stays_pytorch_s(
     ]
 
 
-@pytest.mark.skipif(not CAN_BUILD, reason="needs a C compiler and an AVX-512 CPU")
-@pytest.mark.parametrize("enabled", [True, False])
-def test_the_engine_uses_the_kernel_in_bf16_unless_switched_off(
-    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, enabled: bool
+@pytest.mark.parametrize(
+    ("kind", "enabled", "used"),
+    [
+        pytest.param("bfloat16", True, True, marks=NEEDS_BF16),
+        pytest.param("bfloat16", False, False, marks=NEEDS_BF16),
+        pytest.param("int8", True, True, marks=NEEDS_F32),
+        pytest.param("int8", False, False, marks=NEEDS_F32),
+        # Its sums in another order would not keep a float32 model's replies generate()'s.
+        pytest.param("float32", True, False, marks=NEEDS_F32),
+    ],
+)
+def test_the_engine_uses_the_kernel_in_bf16_and_int8_unless_switched_off(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, kind: str, enabled: bool, used: bool
 ) -> None:
-    """model.native_kernels: on, every decode step's attention goes through the kernel; off,
-    none does; either way each reply gets all its tokens."""
+    """model.native_kernels: on, every decode step's attention goes through the kernel (bf16,
+    and an int8 model's float32 cache); off, or a float32 model, none does; either way each
+    reply gets all its tokens."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.bfloat16)
+    from bot.generation.quantize import quantize_int8
+
+    dtype = torch.bfloat16 if kind == "bfloat16" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=dtype)
+    if kind == "int8":
+        model = quantize_int8(model)
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     calls: list[int] = []
     kernel = native.decode_attention
@@ -155,4 +198,4 @@ def test_the_engine_uses_the_kernel_in_bf16_unless_switched_off(
     assert [len(r.output_ids) for r in requests] == [6, 6]
     layers = model.config.num_hidden_layers
     # Five decode steps for each reply, both replies' rows in one call where they overlap.
-    assert (len(calls) >= 5 * layers and all(calls)) if enabled else calls == []
+    assert (len(calls) >= 5 * layers and all(calls)) if used else calls == []

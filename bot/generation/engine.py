@@ -34,6 +34,7 @@ from bot.generation.base import GenerationParams
 from bot.generation.detok import IncrementalDecoder
 from bot.generation.kvcache import SlotCache
 from bot.generation.packing import Chunk, Packing, use_packed_attention
+from bot.generation.quantize import is_quantized
 
 __all__ = ["Engine", "Request", "greedy_tokens", "sample"]
 
@@ -102,16 +103,20 @@ class Engine:
         #: 0: as many as max_batch_size full-window requests take.
         self.max_tokens_in_flight = max_tokens_in_flight or self.max_batch_size * context_window
         self.prefill_chunk_tokens = max(1, prefill_chunk_tokens)
-        # The decoding rows' lengths are what the native kernel (bf16 on a CPU) needs; without
-        # them attention stays PyTorch's. Built now, so a first reply does not wait for the
-        # compiler, and where it cannot be built no step computes lengths for nothing.
+        # The decoding rows' lengths are what the native kernel needs; without them attention
+        # stays PyTorch's. It runs in bf16, and in float32 only for a quantised model: a float32
+        # model's greedy replies stay generate()'s, which its sums in another order would not
+        # promise. Built now, so a first reply does not wait for the compiler, and where it
+        # cannot be built no step computes lengths for nothing.
         self.native_attention = (
-            native_attention and self.cache.dtype == torch.bfloat16 and self.device.type == "cpu"
+            native_attention
+            and self.device.type == "cpu"
+            and (self.cache.dtype == torch.bfloat16 or is_quantized(model))
         )
         if self.native_attention:
-            from bot.generation.native import attention_library
+            from bot.generation.native import has_decode_attention
 
-            self.native_attention = attention_library() is not None
+            self.native_attention = has_decode_attention(self.cache.dtype)
         self.eos_ids = _end_of_turn_ids(model, tokenizer)
         #: Rounds run, tokens generated, and prompt tokens copied from another row rather than
         #: computed, since start (for metrics and the bench).

@@ -1,11 +1,12 @@
 """The engine's native kernels, built on first use for this machine: the decoding rows'
-attention (decode_attention.c) and bf16 matrix products on AMX tiles (amx_linear.c).
+attention (decode_attention.c: over a bf16 cache with AVX-512, over a float32 one with AVX2)
+and bf16 matrix products on AMX tiles (amx_linear.c).
 
 Each is compiled with the system C compiler (``$CC`` or ``cc``) for the CPU it runs on, cached
 under ``$XDG_CACHE_HOME/parley/kernels`` (``~/.cache/...``) by a hash of its source, flags and
 CPU, and loaded with ctypes: no build step at install, nothing downloaded. Where one cannot be
-built (no compiler, a CPU without AVX-512 or AMX) its loader gives None, one line says why, and
-the engine keeps PyTorch's attention or oneDNN's products.
+built (no compiler, a CPU without the instructions it needs) its loader gives None, one line says
+why, and the engine keeps PyTorch's attention or oneDNN's products.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["amx_library", "amx_linear", "attention_library", "decode_attention", "pack_for_amx"]
+__all__ = [
+    "amx_library",
+    "amx_linear",
+    "attention_library",
+    "decode_attention",
+    "has_decode_attention",
+    "pack_for_amx",
+]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +39,11 @@ _HERE = Path(__file__).parent
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared"]
 _HEAD_DIMS = (16, 32, 64, 128)
 _MAX_GROUP = 8
+#: The attention kernel's entry point for each cache dtype; the library holds those its CPU runs.
+_ATTENTION_KERNELS = {
+    torch.bfloat16: "parley_decode_attention",
+    torch.float32: "parley_decode_attention_f32",
+}
 
 
 def decode_attention(
@@ -45,12 +58,17 @@ def decode_attention(
     ``query`` [1, heads, tokens, head_dim] and it reads positions ``0 .. lengths[r] - 1`` of
     row ``r`` of the layer's cache ``key``/``value`` [cache rows, kv_heads, positions,
     head_dim]. Returns [1, rows, heads, head_dim], or None where the kernel does not apply
-    (not bf16 on a CPU, another shape, or no kernel on this machine)."""
+    (not bf16 or float32 on a CPU, another shape, or no kernel for it on this machine).
+
+    In float32 its sums run in another order than PyTorch's, so its results differ from
+    ``generate()``'s in the last bits: the engine uses it only where the model's own products
+    already do (int8)."""
     heads, head_dim = query.shape[1], query.shape[3]
     kv_heads = key.shape[1]
     if not (
         query.device.type == "cpu"
-        and query.dtype == key.dtype == value.dtype == torch.bfloat16
+        and query.dtype == key.dtype == value.dtype
+        and has_decode_attention(query.dtype)
         and head_dim in _HEAD_DIMS
         and heads % kv_heads == 0
         and heads // kv_heads <= _MAX_GROUP
@@ -62,11 +80,9 @@ def decode_attention(
         and 0 < rows <= min(query.shape[2], key.shape[0], lengths.numel())
     ):
         return None
-    library = attention_library()
-    if library is None:
-        return None
+    kernel = getattr(attention_library(), _ATTENTION_KERNELS[query.dtype])
     out = torch.empty((1, rows, heads, head_dim), dtype=query.dtype)
-    failed = library.parley_decode_attention(
+    failed = kernel(
         query.data_ptr(),
         query.stride(1),
         query.stride(2),
@@ -89,22 +105,32 @@ def decode_attention(
     return out
 
 
+def has_decode_attention(dtype: torch.dtype) -> bool:
+    """Whether this machine has the decode attention kernel for a cache of ``dtype`` (building
+    it on first ask)."""
+    name = _ATTENTION_KERNELS.get(dtype)
+    return name is not None and hasattr(attention_library(), name)
+
+
 @cache
 def attention_library() -> Any:
-    """The decode attention kernel, built if needed; None (said once) where it cannot be."""
+    """The decode attention kernels, built if needed; None (said once) where they cannot be."""
     try:
         library = ctypes.CDLL(str(_build("decode_attention.c")))
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("native decode attention unavailable, using PyTorch's: %s", exc)
         return None
-    function = library.parley_decode_attention
     pointer, stride, number = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
-    function.argtypes = [
-        *(pointer, stride, stride),
-        *(pointer, pointer, stride, stride, stride),
-        *(pointer, number, number, number, number, ctypes.c_float, pointer, number),
-    ]
-    function.restype = ctypes.c_int
+    for name in _ATTENTION_KERNELS.values():
+        # Each is there only where this CPU can run it (decode_attention.c).
+        function = getattr(library, name, None)
+        if function is not None:
+            function.argtypes = [
+                *(pointer, stride, stride),
+                *(pointer, pointer, stride, stride, stride),
+                *(pointer, number, number, number, number, ctypes.c_float, pointer, number),
+            ]
+            function.restype = ctypes.c_int
     return library
 
 

@@ -6,9 +6,9 @@ model's layers work token by token, so its matrix products see all ``T`` tokens 
 rows per product is what makes them fast on a CPU or GPU); only attention must know whose token
 is whose. ``attend`` is registered with transformers as the ``"parley"`` attention: given the
 round's ``Packing`` it runs the decoding tokens as one batched attention over their cache rows
-(in bf16 on a CPU through the native kernel, native.py, which reads each row only up to its own
-length), and each chunk against its own row; without one (``model.generate``, the tests'
-references) it is transformers' own SDPA attention, unchanged.
+(on a CPU, in bf16 or for an int8 model, through the native kernel, native.py, which reads each
+row only up to its own length), and each chunk against its own row; without one
+(``model.generate``, the tests' references) it is transformers' own SDPA attention, unchanged.
 """
 
 from __future__ import annotations
@@ -75,9 +75,10 @@ def attend(
     # On a CPU, SDPA's own grouped-query path (each key/value head read by its group of query
     # heads, never copied per head) with an additive mask is faster than transformers' routes:
     # for prompt chunks by 13-25 % with bit-identical output (bf16 and fp32); for one-token
-    # decode queries in bf16 the native kernel is faster still (2-3x: README, Performance),
-    # with SDPA's grouped path where it cannot run. In fp32 the decode stays on transformers'
-    # route: faster there than SDPA's grouped path, and the one generate() takes.
+    # decode queries the native kernel is faster still (2-3x: README, Performance), in bf16
+    # with SDPA's grouped path where it cannot run. A float32 model's decode stays on
+    # transformers' route: faster there than SDPA's grouped path, and the one generate() takes
+    # (an int8 model's, whose replies are not generate()'s anyway, takes the native kernel).
     cpu = query.device.type == "cpu"
     parts = []
     if packing.decoding:

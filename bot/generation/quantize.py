@@ -18,7 +18,7 @@ import logging
 import warnings
 from typing import Any
 
-__all__ = ["quantize_int8"]
+__all__ = ["is_quantized", "quantize_int8"]
 
 log = logging.getLogger(__name__)
 
@@ -62,3 +62,11 @@ def quantize_int8(model: Any) -> Any:
         parameter.data = parameter.data.clone()
     gc.collect()
     return quantized
+
+
+def is_quantized(model: Any) -> bool:
+    """Whether some of ``model``'s Linear layers are dynamically quantised (``quantize_int8``)."""
+    import torch
+
+    quantized = torch.ao.nn.quantized.dynamic.Linear
+    return any(isinstance(module, quantized) for module in model.modules())
