@@ -127,7 +127,8 @@ static inline __attribute__((always_inline)) int run_job(const job_t *j, const i
         const int row = item / j->kv_heads, h = item % j->kv_heads, length = j->lengths[row];
         __m512 q[MAX_GROUP][CHUNKS];
         for (int a = 0; a < group; a++) {
-            const uint16_t *qp = (const uint16_t *)j->q + (long)(h * group + a) * j->q_head + (long)row * j->q_token;
+            const uint16_t *qp = (const uint16_t *)j->q + (long)(h * group + a) * j->q_head +
+                                 (long)row * j->q_token;
             for (int c = 0; c < CHUNKS; c++)
                 q[a][c] = _mm512_mul_ps(load_bf16(qp + 16 * c), _mm512_set1_ps(j->scale));
         }
@@ -177,7 +178,8 @@ static inline __attribute__((always_inline)) int run_job(const job_t *j, const i
             }
         }
         for (int a = 0; a < group; a++) {
-            uint16_t *op = (uint16_t *)j->out + ((long)row * j->heads + h * group + a) * 16 * CHUNKS;
+            uint16_t *op =
+                (uint16_t *)j->out + ((long)row * j->heads + h * group + a) * 16 * CHUNKS;
             float row_out[16 * CHUNKS];
             for (int c = 0; c < CHUNKS; c++)
                 _mm512_storeu_ps(row_out + 16 * c, _mm512_mul_ps(acc[a][c], _mm512_set1_ps(inverse[a])));
@@ -233,7 +235,9 @@ static inline __m256 exp8_ps(__m256 x) {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(e, 23)));
 }
 
-/* As run_job, over a float32 cache: CHUNKS = head_dim / 8. */
+/* As run_job, step for step, over a float32 cache in AVX2's 8 lanes: CHUNKS = head_dim / 8.
+ * Written out again rather than generated from one macro body: the two differ in every vector
+ * operation, and this one must build where the AVX-512 one cannot. */
 static inline __attribute__((always_inline)) int run_job_f32(const job_t *j, const int CHUNKS) {
     const int group = j->heads / j->kv_heads;
     const long stride = ((long)j->longest + 8) & ~7L;
