@@ -45,10 +45,11 @@ typedef int (*run_t)(const job_t *);
 /* Runs `run` over every (row, key/value head) pair of `base` on the OpenMP threads of the
  * process (PyTorch's own, when this library is loaded after torch: they share libgomp), split
  * so that each thread reads about as many positions. 0 on success; 1 for a shape it does not
- * handle (the caller falls back), 2 out of memory. */
-static int run_all(job_t base, int rows, int head_dim, run_t run, int threads) {
+ * handle (`run` is NULL for a head size it has no version for: the caller falls back), 2 out of
+ * memory. */
+static int run_all(job_t base, int rows, run_t run, int threads) {
     if (!run || rows < 1 || base.kv_heads < 1 || base.heads % base.kv_heads ||
-        base.heads / base.kv_heads > MAX_GROUP || head_dim < 1)
+        base.heads / base.kv_heads > MAX_GROUP)
         return 1;
     const int kv_heads = base.kv_heads;
     long total = 0;
@@ -206,7 +207,7 @@ int parley_decode_attention(const uint16_t *q, long q_head, long q_token, const 
                                   : NULL;
     job_t base = {q, q_head, q_token, k, v, kv_row, kv_head, kv_pos, lengths, heads, kv_heads,
                   0, scale, out, 0, 0};
-    return run_all(base, rows, head_dim, run, threads);
+    return run_all(base, rows, run, threads);
 }
 #endif /* __AVX512F__ */
 
@@ -324,6 +325,6 @@ int parley_decode_attention_f32(const float *q, long q_head, long q_token, const
                                   : NULL;
     job_t base = {q, q_head, q_token, k, v, kv_row, kv_head, kv_pos, lengths, heads, kv_heads,
                   0, scale, out, 0, 0};
-    return run_all(base, rows, head_dim, run, threads);
+    return run_all(base, rows, run, threads);
 }
 #endif /* __AVX2__ && __FMA__ */

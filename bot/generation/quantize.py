@@ -64,7 +64,7 @@ def quantize_int8(model: Any) -> Any:
     # Imported here, as torch is: the rest of the service loads it lazily.
     from bot.generation.prepack import transpose_where_faster
 
-    # The float layers' products are a third of an int8 decode step; on some CPUs BLAS runs
+    # The float layers' products are a quarter of an int8 decode step; on some CPUs BLAS runs
     # them faster with the operands the other way round (prepack.py).
     transpose_where_faster(quantized, KEEP_FLOAT)
     return quantized
