@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run chat test lint format bench clean browser
+.PHONY: setup run chat test lint format bench eval clean browser
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,12 @@ test: setup lint browser
 bench: setup
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.retrieval
+
+# Both golden sets through the real answer path: the sample knowledge base (developed on) and
+# the held-out ferry company (never tuned on). Reports in data/eval/{sample,heldout}/.
+eval: setup
+	$(BIN)/parley eval config/eval/sample.jsonl --out data/eval/sample
+	$(BIN)/parley eval config/eval/heldout.jsonl --config config/eval/heldout.toml --out data/eval/heldout
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

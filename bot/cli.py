@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     from bot.knowledge.cli import add_parser as add_kb_parser
 
     add_kb_parser(commands)
+    from bot.evaluation.cli import add_parser as add_eval_parser
+
+    add_eval_parser(commands)
     return parser
 
 
@@ -80,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        config = load_config(args.config)
+        config = load_config(getattr(args, "eval_config", None) or args.config)
     except ConfigError as exc:
         print(f"parley: {exc}", file=sys.stderr)
         return 2
@@ -100,6 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             return run_kb(config, args)
+        except ParleyError as exc:
+            print(f"parley: {exc}", file=sys.stderr)
+            return 2
+    if args.command == "eval":
+        from bot.evaluation.cli import run as run_eval
+
+        try:
+            return run_eval(config, args)
         except ParleyError as exc:
             print(f"parley: {exc}", file=sys.stderr)
             return 2

@@ -15,7 +15,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from bot.config import Config, PolicyConfig, load_config
-from bot.conversation import BUSY, STORE_DOWN, ConversationManager
+from bot.conversation import BUSY, STORE_DOWN, Answer, ConversationManager
 from bot.errors import Busy, ConfigError, StoreError
 from bot.events import ConversationKey, Event
 from bot.generation.base import Backend
@@ -175,9 +175,15 @@ class Service:
 
     async def handle(self, event: Event, reply: Reply) -> Outcome:
         """Answer ``event`` through ``reply``; returns once the answer is finished."""
-        outcome = await self._handle(event, reply)
-        self.metrics.events.labels(event.platform, outcome.value).inc()
+        outcome, _ = await self.answer(event, reply)
         return outcome
+
+    async def answer(self, event: Event, reply: Reply) -> tuple[Outcome, Answer | None]:
+        """As :meth:`handle`, with the :class:`Answer` when the conversation manager gave one
+        (``parley eval`` reads its outcome and sources)."""
+        outcome, answer = await self._handle(event, reply)
+        self.metrics.events.labels(event.platform, outcome.value).inc()
+        return outcome, answer
 
     def _loop_guard(self, event: Event) -> bool:
         """False when this is one bot answer too many in a row in this conversation."""
@@ -231,56 +237,56 @@ class Service:
             await reply.finish(QUOTA.format(quota=settings.quota))
         return True
 
-    async def _handle(self, event: Event, reply: Reply) -> Outcome:
+    async def _handle(self, event: Event, reply: Reply) -> tuple[Outcome, Answer | None]:
         if event.from_bot and event.user not in self.config.limits.allow_bots:
-            return Outcome.IGNORED
+            return Outcome.IGNORED, None
         decision = await self._decide(event)
         if not decision.answer:
             if decision.verdict is Verdict.NOT_TRIGGERED:
-                return Outcome.IGNORED
+                return Outcome.IGNORED, None
             # Silence: an error message would only invite retries.
             log.info("not answering %s in %s: %s", event.user, event.key, decision.reason)
             self.metrics.denied.labels(decision.verdict.value).inc()
-            return Outcome.DENIED
+            return Outcome.DENIED, None
         if await self._duplicate(event):
             log.info("ignoring a repeated delivery of %s", event.message_id)
-            return Outcome.DUPLICATE
+            return Outcome.DUPLICATE, None
         if not self._loop_guard(event):
             log.warning(
                 "not answering bot %s in %s: too many bot turns in a row", event.user, event.key
             )
-            return Outcome.LOOP_STOPPED
+            return Outcome.LOOP_STOPPED, None
         text = clean_input(event.text)
         if await self._handed_off(event.key):
-            return await self._while_handed_off(event, text, reply)
+            return await self._while_handed_off(event, text, reply), None
         scope = (event.platform, event.workspace)
         verdict, wait = self.limiter.admit((*scope, event.user), (*scope, event.channel))
         if verdict is not Limit.OK:
             if verdict is Limit.NOTIFY:
                 await reply.finish(SLOW_DOWN.format(seconds=max(1, round(wait))))
-            return Outcome.RATE_LIMITED
+            return Outcome.RATE_LIMITED, None
         if not text:
             await reply.finish(EMPTY_HINT)
-            return Outcome.HINTED
+            return Outcome.HINTED, None
         command = COMMANDS.get(text.lower())
         if command == "human" or self._asks_for_human(text):
             await self._record_quietly(event, text)
             await self.hand_off(event.key, reply, "asked for a human")
-            return Outcome.HANDED_OFF
+            return Outcome.HANDED_OFF, None
         if command == "reset":
             await self.conversations.reset(event.key)
             await reply.finish(RESET_DONE)
-            return Outcome.COMMAND
+            return Outcome.COMMAND, None
         if command == "help":
             await reply.finish(self.help_text)
-            return Outcome.COMMAND
+            return Outcome.COMMAND, None
         if not decision.admin and await self._over_quota(event, decision.settings, reply):
-            return Outcome.QUOTA
+            return Outcome.QUOTA, None
         if not self.limiter.may_post((*scope, event.channel)):
             log.warning(
                 "not answering in %s: the bot's per-minute message cap is reached", event.key
             )
-            return Outcome.RATE_LIMITED
+            return Outcome.RATE_LIMITED, None
         limit = self.config.bot.max_message_chars
         text, was_cut = cut(text, limit)
         notes = [TOO_LONG.format(limit=limit)] if was_cut else []
@@ -288,9 +294,8 @@ class Service:
             done = self.conversations.submit(event, text, reply, notes, decision.settings)
         except Busy:
             await reply.fail(BUSY)
-            return Outcome.BUSY
-        await asyncio.shield(done)
-        return Outcome.ANSWERED
+            return Outcome.BUSY, None
+        return Outcome.ANSWERED, await asyncio.shield(done)
 
     # -- handing a conversation to a human ------------------------------------------------------
     def _asks_for_human(self, text: str) -> bool:

@@ -171,6 +171,10 @@ class Knowledge:
     def sources(self) -> list[SourceInfo]:
         return self.index.sources()
 
+    def texts(self) -> list[str]:
+        """Every passage's text, with its document's title and heading."""
+        return [passage.indexed_text for passage in self.retriever.passages]
+
     def search(
         self, query: str, k: int | None = None, collections: Collection[str] = ()
     ) -> Retrieval:
@@ -249,6 +253,9 @@ class KnowledgeBase:
         self, question: str, previous: str | None = None, collections: Collection[str] = ()
     ) -> Retrieval:
         return await self._run(lambda: self.knowledge.retrieve(question, previous, collections))
+
+    async def texts(self) -> list[str]:
+        return await self._run(self.knowledge.texts)
 
     async def ingest(
         self, paths: Iterable[str | Path], collection: str = DEFAULT_COLLECTION

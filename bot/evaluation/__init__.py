@@ -1,0 +1,1 @@
+"""`parley eval`: answering a golden set of questions, and scoring the answers."""

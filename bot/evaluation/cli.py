@@ -1,0 +1,96 @@
+"""``parley eval GOLDEN.jsonl``: what the bot will tell customers, measured before go-live."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from bot.config import Config
+from bot.evaluation.golden import load_golden
+from bot.evaluation.report import table, write_html, write_json
+from bot.evaluation.run import evaluate
+from bot.evaluation.score import figures, parse_floors, short_of
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "eval",
+        help="answer a golden set of questions through the real answer path and score the"
+        " answers (facts, citations, unsupported specifics, don't-knows)",
+    )
+    parser.add_argument("golden", metavar="GOLDEN.jsonl", help="the golden set (README)")
+    parser.add_argument(
+        "--kb",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="PATH",
+        help="answer from these articles, ingested into a temporary store"
+        " (default: knowledge.paths)",
+    )
+    parser.add_argument(
+        "--config",
+        dest="eval_config",
+        metavar="FILE",
+        help="TOML file overriding config/default.toml (as parley --config)",
+    )
+    parser.add_argument("--limit", type=int, default=0, help="only the first N questions")
+    parser.add_argument(
+        "--out", default="data/eval", help="folder for eval.json and eval.html (data/eval)"
+    )
+    parser.add_argument(
+        "--min",
+        default="",
+        metavar="FIGURE=VALUE,…",
+        help="exit 1 when a figure falls short, e.g. fact=0.6,unsupported=0.05"
+        " (for unsupported, refused and latencies: a ceiling)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=16, help="questions in flight at once (16)"
+    )
+
+
+def _progress(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // total
+    end = "\n" if done == total else ""
+    bar = "#" * filled + "." * (width - filled)
+    print(f"\r[{bar}] {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+
+def run(config: Config, args: argparse.Namespace) -> int:
+    floors = parse_floors(args.min)
+    items = load_golden(args.golden)
+    if args.limit > 0:
+        items = items[: args.limit]
+    settings = {
+        "golden": args.golden,
+        "knowledge": ", ".join(args.kb or config.knowledge.paths),
+        "config": config.source,
+        "model": config.model.name if config.model.backend == "local" else "remote",
+        "questions": len(items),
+    }
+    results = asyncio.run(
+        evaluate(config, items, args.kb, concurrency=args.concurrency, progress=_progress)
+    )
+    found = figures(results)
+    print(
+        table(
+            found,
+            f"{args.golden}: {found.answerable} answerable, {found.out_of_scope} out of scope",
+        )
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "eval.json", results, found, settings)
+    write_html(out / "eval.html", results, found, settings)
+    print(f"\nEvery question and why: {out / 'eval.html'} (and {out / 'eval.json'})")
+    missed = short_of(found, floors)
+    for line in missed:
+        print(f"parley eval: {line}", file=sys.stderr)
+    return 1 if missed else 0

@@ -1,0 +1,222 @@
+"""What an answer says, compared with what it should say and with what it may say.
+
+Two checks, both on plain text:
+
+- :func:`has_fact`: a golden fact is in the answer, after normalising case, punctuation,
+  spacing, currency ("€12" = "12 €" = "12 EUR" = "12 euros") and number formats ("1,000" =
+  "1000", "$10.00" = "$10", "9:00am" = "9 am");
+- :func:`unsupported`: the specifics of an answer (numbers, amounts, percentages, durations,
+  dates, times, URLs, e-mail addresses, phone numbers, quoted UI labels) that occur nowhere in
+  the :class:`Evidence`: the knowledge base, the conversation, the question.
+
+Numbers are compared as numbers, not as the words around them: "180 kilograms" is supported by
+"180 kg", "10,256 kilograms" is not. Numbers written as words ("thirty") are not specifics
+here; a golden line that expects them lists that form.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+__all__ = ["Evidence", "Specific", "has_fact", "specifics", "tokens", "unsupported"]
+
+_CURRENCY_SIGNS = {"€": "eur", "£": "gbp", "$": "usd"}
+_CURRENCY_WORDS = {
+    "eur": "eur",
+    "euro": "eur",
+    "euros": "eur",
+    "gbp": "gbp",
+    "pound": "gbp",
+    "pounds": "gbp",
+    "usd": "usd",
+    "dollar": "usd",
+    "dollars": "usd",
+}
+_CURRENCIES = frozenset(_CURRENCY_WORDS.values())
+_THOUSANDS = re.compile(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?![\d,]*\d)")
+_NUMBER = re.compile(r"\d+(?:[.:]\d+)*")
+_TOKEN = re.compile(r"\d+(?:[.:]\d+)*|[^\W\d_]+")
+_DOTTED = re.compile(r"\b([a-z])\.([a-z])\.")  # a.m., p.m., e.g.
+
+
+def _number(text: str) -> str:
+    """A number's canonical form: no thousands commas, no leading zeros, no ".00" or ":00"."""
+    text = text.replace(",", "")
+    parts = re.split(r"([.:])", text)
+    head = parts[0].lstrip("0") or "0"
+    rest = "".join(parts[1:])
+    rest = re.sub(r"^(?:[.:]0+)+$", "", rest)
+    return head + rest
+
+
+def tokens(text: str) -> list[str]:
+    """``text`` as the words and numbers facts are compared by (see the module's doc)."""
+    text = text.lower().replace("’", "'").replace("‘", "'")
+    text = _DOTTED.sub(r"\1\2", text)
+    text = _THOUSANDS.sub(lambda m: m.group().replace(",", ""), text)
+    for sign, word in _CURRENCY_SIGNS.items():
+        text = text.replace(sign, f" {word} ")
+    text = text.replace("%", " percent ").replace("per cent", "percent")
+    words = []
+    for token in _TOKEN.findall(text):
+        if token[0].isdigit():
+            token = _number(token)
+        words.append(_CURRENCY_WORDS.get(token, token))
+    # A currency before its amount moves behind it: "eur 12" reads as "12 eur" (unless it
+    # already follows one: "12 eur, 1000 items").
+    i = 0
+    while i < len(words) - 1:
+        after_number = i > 0 and words[i - 1][0].isdigit()
+        if words[i] in _CURRENCIES and words[i + 1][0].isdigit() and not after_number:
+            words[i], words[i + 1] = words[i + 1], words[i]
+            i += 1
+        i += 1
+    return words
+
+
+def _contains(haystack: Sequence[str], needle: Sequence[str]) -> bool:
+    if not needle:
+        return False
+    joined = f" {' '.join(haystack)} "
+    return f" {' '.join(needle)} " in joined
+
+
+def has_fact(answer: str, forms: Iterable[str]) -> bool:
+    """Whether ``answer`` holds one of a fact's accepted ``forms``."""
+    said = tokens(answer)
+    return any(_contains(said, tokens(form)) for form in forms)
+
+
+@dataclass(frozen=True, slots=True)
+class Specific:
+    kind: str  # url, email, date, phone, amount, percentage, number, label
+    text: str  # as the answer writes it
+
+
+_URL = re.compile(
+    r"(?:https?://|www\.)[^\s<>()\"'\]]+"
+    r"|\b(?:[a-z0-9-]+\.)+(?:com|org|net|io|co|uk|ie|de|fr|eu|app|help|info)\b(?:/[^\s<>()\"']*)?",
+    re.IGNORECASE,
+)
+_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
+_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+_PHONE = re.compile(r"(?<![\w/])\+?\(?\d[\d ().-]{5,}\d(?![\w/])")
+_QUOTED = re.compile(r"\"([^\"\n]{2,60})\"|“([^”\n]{2,60})”|(?<!\w)'([^'\n]{2,60})'(?!\w)")
+_AMOUNT = re.compile(
+    r"[$€£]\s?\d[\d,]*(?:\.\d+)?"
+    r"|\d[\d,]*(?:\.\d+)?\s?(?:[$€£]|eur\b|euros?\b|gbp\b|pounds?\b|usd\b|dollars?\b)",
+    re.IGNORECASE,
+)
+_PERCENT = re.compile(r"\d[\d,]*(?:\.\d+)?\s?(?:%|per ?cent\b)", re.IGNORECASE)
+_NUMERIC = re.compile(r"\d[\d,]*(?:[.:/]\d+)*")
+# Not specifics: a numbered list's markers, and an answer's citation marks.
+_LIST_MARKER = re.compile(r"^\s*\d{1,2}[.)](?=\s)", re.MULTILINE)
+_CITATION = re.compile(r"\[\d{1,2}\]")
+
+
+def _digits(text: str) -> str:
+    return re.sub(r"\D", "", text)
+
+
+def _phone_like(text: str) -> bool:
+    digits = _digits(text)
+    return len(digits) >= 7
+
+
+def _url_key(url: str) -> str:
+    url = re.sub(r"^(?:https?://)?(?:www\.)?", "", url.lower())
+    return url.rstrip(".,;:!?/")
+
+
+def specifics(answer: str) -> list[Specific]:
+    """The specifics ``answer`` states, each once, in order of appearance."""
+    found: list[tuple[int, Specific]] = []
+    text = _CITATION.sub(" ", _LIST_MARKER.sub(" ", answer))
+
+    def take(pattern: re.Pattern[str], kind: str, keep: bool = True) -> None:
+        nonlocal text
+        for match in pattern.finditer(text):
+            if kind == "phone" and not _phone_like(match.group()):
+                continue
+            value = next((g for g in match.groups() if g), None) if match.groups() else None
+            shown = (value or match.group()).strip()
+            if kind == "url":
+                shown = shown.rstrip(".,;:!?")
+            if keep:
+                found.append((match.start(), Specific(kind, shown)))
+            # Blank what was taken so a URL's digits are not also a number.
+            text = text[: match.start()] + " " * (match.end() - match.start()) + text[match.end() :]
+
+    take(_EMAIL, "email")
+    take(_URL, "url")
+    take(_QUOTED, "label")
+    take(_DATE, "date")
+    take(_PHONE, "phone")
+    take(_AMOUNT, "amount")
+    take(_PERCENT, "percentage")
+    take(_NUMERIC, "number")
+    ordered = [specific for _, specific in sorted(found, key=lambda pair: pair[0])]
+    return list(dict.fromkeys(ordered))
+
+
+class Evidence:
+    """Everything an answer's specifics may come from, indexed for :func:`unsupported`."""
+
+    def __init__(self, texts: Iterable[str] = ()) -> None:
+        self.texts: list[str] = []
+        self._lowered = ""
+        self._words = " "
+        self._numbers: set[str] = set()
+        self._amounts: set[str] = set()
+        self._phones: set[str] = set()
+        self.add(texts)
+
+    def add(self, texts: Iterable[str]) -> Evidence:
+        for text in texts:
+            self.texts.append(text)
+            self._lowered += "\n" + text.lower()
+            words = tokens(text)
+            self._words += " ".join(words) + " "
+            self._numbers.update(w for w in words if w[0].isdigit())
+            for match in _AMOUNT.finditer(text):
+                self._amounts.add(" ".join(tokens(match.group())))
+            for match in _PHONE.finditer(text):
+                if _phone_like(match.group()):
+                    self._phones.add(_digits(match.group())[-9:])
+        return self
+
+    def plus(self, texts: Iterable[str]) -> Evidence:
+        """A copy with ``texts`` added (one question's conversation on top of the articles)."""
+        copy = Evidence()
+        copy.texts = list(self.texts)
+        copy._lowered = self._lowered
+        copy._words = self._words
+        copy._numbers = set(self._numbers)
+        copy._amounts = set(self._amounts)
+        copy._phones = set(self._phones)
+        return copy.add(texts)
+
+    def supports(self, specific: Specific) -> bool:
+        kind, text = specific.kind, specific.text
+        if kind == "email":
+            return text.lower() in self._lowered
+        if kind == "date":
+            return text in self._lowered
+        if kind == "url":
+            return _url_key(text) in self._lowered
+        if kind == "phone":
+            return _digits(text)[-9:] in self._phones or _digits(text) in self._numbers
+        if kind in ("label", "percentage"):
+            return f" {' '.join(tokens(text))} " in self._words
+        if kind == "amount":
+            return " ".join(tokens(text)) in self._amounts
+        # Percentages, durations, dates, times, plain numbers: every number in it is known.
+        numbers = [w for w in tokens(text) if w[0].isdigit()]
+        return all(n in self._numbers for n in numbers)
+
+
+def unsupported(answer: str, evidence: Evidence) -> list[Specific]:
+    """The specifics in ``answer`` that ``evidence`` does not hold."""
+    return [s for s in specifics(answer) if not evidence.supports(s)]
