@@ -172,6 +172,18 @@ def test_a_number_the_customer_wrote_is_not_flagged() -> None:
     assert unsupported(answer, Evidence([ARTICLE]).plus([question])) == []
 
 
+def test_year_ranges_and_trailing_commas_are_numbers() -> None:
+    found = specifics("From 2019-2023, and in 2028,\n2) call 0845 796 6790 from 9.00 - 17.30.")
+    assert [(s.kind, s.text) for s in found] == [
+        ("number", "2019"),
+        ("number", "2023"),
+        ("number", "2028"),
+        ("phone", "0845 796 6790"),
+        ("number", "9.00"),
+        ("number", "17.30"),
+    ]
+
+
 def test_list_markers_and_citation_marks_are_not_specifics() -> None:
     answer = "1. Open the app [1]\n2. Tap Settings\n3) Choose Security [2]"
     assert specifics(answer) == []

@@ -102,7 +102,7 @@ _URL = re.compile(
 )
 _EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 _DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
-_PHONE = re.compile(r"(?<![\w/])\+?\(?\d[\d ().-]{5,}\d(?![\w/])")
+_PHONE = re.compile(r"(?<![\w/])\+?(?:\d{1,3} ?)?(?:\(\d+\) ?)?\d[\d .-]{5,}\d(?![\w/])")
 _QUOTED = re.compile(r"\"([^\"\n]{2,60})\"|“([^”\n]{2,60})”|(?<!\w)'([^'\n]{2,60})'(?!\w)")
 _AMOUNT = re.compile(
     r"[$€£]\s?\d[\d,]*(?:\.\d+)?"
@@ -110,7 +110,7 @@ _AMOUNT = re.compile(
     re.IGNORECASE,
 )
 _PERCENT = re.compile(r"\d[\d,]*(?:\.\d+)?\s?(?:%|per ?cent\b)", re.IGNORECASE)
-_NUMERIC = re.compile(r"\d[\d,]*(?:[.:/]\d+)*")
+_NUMERIC = re.compile(r"\d(?:[\d,]*\d)?(?:[.:/]\d+)*")
 # Not specifics: a numbered list's markers, and an answer's citation marks.
 _LIST_MARKER = re.compile(r"^\s*\d{1,2}[.)](?=\s)", re.MULTILINE)
 _CITATION = re.compile(r"\[\d{1,2}\]")
@@ -121,8 +121,10 @@ def _digits(text: str) -> str:
 
 
 def _phone_like(text: str) -> bool:
-    digits = _digits(text)
-    return len(digits) >= 7
+    """Seven digits or more, and not a range of years ("2019-2023") or times ("9.00 - 17.30")."""
+    if re.fullmatch(r"\d{4}\s?-\s?\d{4}|\d{1,2}[.:]\d\d\s?-\s?\d{1,2}[.:]\d\d", text):
+        return False
+    return len(_digits(text)) >= 7
 
 
 def _url_key(url: str) -> str:
