@@ -11,10 +11,10 @@ import pytest
 from bot.cli import main
 from bot.errors import ConfigError
 from bot.evaluation.golden import GoldenItem, Turn, parse_golden
-from bot.evaluation.match import Evidence, has_fact, specifics, unsupported
 from bot.evaluation.report import write_html
 from bot.evaluation.run import Result
 from bot.evaluation.score import figures, parse_floors, short_of, verdict
+from bot.knowledge.claims import Evidence, has_fact, specifics, unsupported
 from bot.knowledge.index import Source
 from tests.conftest import MODEL_CACHE
 

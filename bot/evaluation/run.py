@@ -19,11 +19,11 @@ from pathlib import Path
 
 from bot.config import Config, LimitsConfig
 from bot.evaluation.golden import GoldenItem
-from bot.evaluation.match import Evidence, Specific, has_fact, unsupported
 from bot.events import Event
 from bot.generation.base import Backend
 from bot.knowledge.base import KnowledgeBase
 from bot.knowledge.cite import strip_sources
+from bot.knowledge.claims import Evidence, Specific, has_fact, unsupported
 from bot.knowledge.embed import Embedder
 from bot.knowledge.index import Source
 from bot.service import Outcome, Service, build_backend, build_store

@@ -1,15 +1,19 @@
-"""What an answer says, compared with what it should say and with what it may say.
+"""Specifics in an answer, and whether the evidence holds them: the claim check.
 
-Two checks, both on plain text:
+A specific is what a customer would act on: a number, an amount, a percentage, a duration, a
+date or time, a URL, an e-mail address, a phone number, a quoted UI label ("Forgot
+password?"), and, for the claim check, a name in mid-sentence (a plan, a product, a button, a
+person). :class:`Evidence` is what an answer may draw on: the knowledge base's text, the
+conversation, the question.
 
-- :func:`has_fact`: a golden fact is in the answer, after normalising case, punctuation,
+- :func:`has_fact`: a golden fact is in an answer, after normalising case, punctuation,
   spacing, currency ("€12" = "12 €" = "12 EUR" = "12 euros") and number formats ("1,000" =
-  "1000", "$10.00" = "$10", "9:00am" = "9 am");
-- :func:`unsupported`: the specifics of an answer (numbers, amounts, percentages, durations,
-  dates, times, URLs, e-mail addresses, phone numbers, quoted UI labels) that occur nowhere in
-  the :class:`Evidence`: the knowledge base, the conversation, the question.
+  "1000", "$10.00" = "$10", "9:00am" = "9 am") (``parley eval``);
+- :func:`unsupported`: the specifics of an answer that occur nowhere in the evidence;
+- :func:`check` and :class:`StreamCheck`: what the model wrote, less every sentence that states
+  an unsupported specific.
 
-Numbers are compared as numbers, not as the words around them: "180 kilograms" is supported by
+Numbers are compared as numbers, not by the words around them: "180 kilograms" is supported by
 "180 kg", "10,256 kilograms" is not. Numbers written as words ("thirty") are not specifics
 here; a golden line that expects them lists that form.
 """
@@ -20,7 +24,17 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Evidence", "Specific", "has_fact", "specifics", "tokens", "unsupported"]
+__all__ = [
+    "Checked",
+    "Evidence",
+    "Specific",
+    "StreamCheck",
+    "check",
+    "has_fact",
+    "specifics",
+    "tokens",
+    "unsupported",
+]
 
 _CURRENCY_SIGNS = {"€": "eur", "£": "gbp", "$": "usd"}
 _CURRENCY_WORDS = {
@@ -91,7 +105,7 @@ def has_fact(answer: str, forms: Iterable[str]) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Specific:
-    kind: str  # url, email, date, phone, amount, percentage, number, label
+    kind: str  # url, email, date, phone, amount, percentage, quantity, number, label, name
     text: str  # as the answer writes it
 
 
@@ -110,9 +124,51 @@ _AMOUNT = re.compile(
     re.IGNORECASE,
 )
 _PERCENT = re.compile(r"\d[\d,]*(?:\.\d+)?\s?(?:%|per ?cent\b)", re.IGNORECASE)
+#: Units a quantity is compared with: "60 minutes" is not "60 days", "180 kg" is "180 kilograms".
+_UNITS = {
+    **dict.fromkeys(["second", "seconds", "sec", "secs"], "second"),
+    **dict.fromkeys(["minute", "minutes", "min", "mins"], "minute"),
+    **dict.fromkeys(["hour", "hours", "hr", "hrs"], "hour"),
+    **dict.fromkeys(["day", "days"], "day"),
+    **dict.fromkeys(["week", "weeks"], "week"),
+    **dict.fromkeys(["month", "months"], "month"),
+    **dict.fromkeys(["year", "years"], "year"),
+    **dict.fromkeys(["am", "a.m."], "am"),
+    **dict.fromkeys(["pm", "p.m."], "pm"),
+    **dict.fromkeys(["kg", "kgs", "kilo", "kilos", "kilogram", "kilograms"], "kg"),
+    **dict.fromkeys(["gb", "gigabyte", "gigabytes"], "gb"),
+    **dict.fromkeys(["mb", "megabyte", "megabytes"], "mb"),
+    **dict.fromkeys(["tb", "terabyte", "terabytes"], "tb"),
+    **dict.fromkeys(["km", "kilometre", "kilometres", "kilometer", "kilometers"], "km"),
+    **dict.fromkeys(["m", "metre", "metres", "meter", "meters"], "m"),
+    **dict.fromkeys(["cm", "centimetre", "centimetres", "centimeter", "centimeters"], "cm"),
+    **dict.fromkeys(["mile", "miles"], "mile"),
+}
+_NUMBER_WORDS = {
+    word: str(n)
+    for n, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve"  # noqa: SIM905
+        " thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+} | {"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "ninety": "90"}
+_UNIT_WORDS = "|".join(sorted((re.escape(u) for u in _UNITS), key=len, reverse=True))
+_KIND_OF_DAY = "(?:business |working |calendar )?"
+_QUANTITY = re.compile(
+    rf"(\d[\d,]*(?:\.\d+)?)(?:\s|-)?{_KIND_OF_DAY}({_UNIT_WORDS})(?!\w)", re.IGNORECASE
+)
+_WORD_QUANTITY = re.compile(
+    rf"\b({'|'.join(_NUMBER_WORDS)})(?:\s|-){_KIND_OF_DAY}({_UNIT_WORDS})(?!\w)", re.IGNORECASE
+)
+
+
+def _quantity(number: str, unit: str) -> str:
+    number = _NUMBER_WORDS.get(number.lower(), number)
+    return f"{_number(number)} {_UNITS[unit.lower()]}"
+
+
 _NUMERIC = re.compile(r"\d(?:[\d,]*\d)?(?:[.:/]\d+)*")
 # Not specifics: a numbered list's markers, and an answer's citation marks.
-_LIST_MARKER = re.compile(r"^\s*\d{1,2}[.)](?=\s)", re.MULTILINE)
+_LIST_MARKER = re.compile(r"^\s*\d{1,2}[.)](?=\s|$)", re.MULTILINE)
 _CITATION = re.compile(r"\[\d{1,2}\]")
 
 
@@ -132,8 +188,17 @@ def _url_key(url: str) -> str:
     return url.rstrip(".,;:!?/")
 
 
-def specifics(answer: str) -> list[Specific]:
-    """The specifics ``answer`` states, each once, in order of appearance."""
+#: A capitalised word (or run of them) that does not start a sentence, a line or a quote.
+_NAME = re.compile(
+    r"(?<=[a-z0-9,;)] )(?:[A-Z][\w'’&-]*|[a-z]+[A-Z]\w*)(?: (?:of |the |and |& )?[A-Z][\w'’&-]*)*"
+)
+#: Capitalised in mid-sentence without naming anything.
+_NOT_NAMES = frozenset({"I", "I'm", "I'll", "I've", "I'd", "OK", "Ok"})
+
+
+def specifics(answer: str, names: bool = False) -> list[Specific]:
+    """The specifics ``answer`` states, each once, in order of appearance; with ``names``,
+    capitalised names in mid-sentence too."""
     found: list[tuple[int, Specific]] = []
     text = _CITATION.sub(" ", _LIST_MARKER.sub(" ", answer))
 
@@ -142,7 +207,7 @@ def specifics(answer: str) -> list[Specific]:
         for match in pattern.finditer(text):
             if kind == "phone" and not _phone_like(match.group()):
                 continue
-            value = next((g for g in match.groups() if g), None) if match.groups() else None
+            value = next(g for g in match.groups() if g) if kind == "label" else None
             shown = (value or match.group()).strip()
             if kind == "url":
                 shown = shown.rstrip(".,;:!?")
@@ -158,7 +223,12 @@ def specifics(answer: str) -> list[Specific]:
     take(_PHONE, "phone")
     take(_AMOUNT, "amount")
     take(_PERCENT, "percentage")
+    take(_QUANTITY, "quantity")
     take(_NUMERIC, "number")
+    if names:
+        for match in _NAME.finditer(text):
+            if match.group() not in _NOT_NAMES:
+                found.append((match.start(), Specific("name", match.group())))
     ordered = [specific for _, specific in sorted(found, key=lambda pair: pair[0])]
     return list(dict.fromkeys(ordered))
 
@@ -173,6 +243,7 @@ class Evidence:
         self._numbers: set[str] = set()
         self._amounts: set[str] = set()
         self._phones: set[str] = set()
+        self._quantities: set[str] = set()
         self.add(texts)
 
     def add(self, texts: Iterable[str]) -> Evidence:
@@ -184,6 +255,12 @@ class Evidence:
             self._numbers.update(w for w in words if w[0].isdigit())
             for match in _AMOUNT.finditer(text):
                 self._amounts.add(" ".join(tokens(match.group())))
+            for pattern in (_QUANTITY, _WORD_QUANTITY):
+                for match in pattern.finditer(text):
+                    self._quantities.add(_quantity(match.group(1), match.group(2)))
+            self._numbers.update(
+                _NUMBER_WORDS[w] for w in re.findall(r"[a-z]+", text.lower()) if w in _NUMBER_WORDS
+            )
             for match in _PHONE.finditer(text):
                 if _phone_like(match.group()):
                     self._phones.add(_digits(match.group())[-9:])
@@ -198,6 +275,7 @@ class Evidence:
         copy._numbers = set(self._numbers)
         copy._amounts = set(self._amounts)
         copy._phones = set(self._phones)
+        copy._quantities = set(self._quantities)
         return copy.add(texts)
 
     def supports(self, specific: Specific) -> bool:
@@ -210,8 +288,11 @@ class Evidence:
             return _url_key(text) in self._lowered
         if kind == "phone":
             return _digits(text)[-9:] in self._phones or _digits(text) in self._numbers
-        if kind in ("label", "percentage"):
+        if kind in ("label", "percentage", "name"):
             return f" {' '.join(tokens(text))} " in self._words
+        if kind == "quantity":
+            match = _QUANTITY.fullmatch(text)
+            return match is not None and _quantity(*match.groups()) in self._quantities
         if kind == "amount":
             return " ".join(tokens(text)) in self._amounts
         # Percentages, durations, dates, times, plain numbers: every number in it is known.
@@ -219,6 +300,68 @@ class Evidence:
         return all(n in self._numbers for n in numbers)
 
 
-def unsupported(answer: str, evidence: Evidence) -> list[Specific]:
+def unsupported(answer: str, evidence: Evidence, names: bool = False) -> list[Specific]:
     """The specifics in ``answer`` that ``evidence`` does not hold."""
-    return [s for s in specifics(answer) if not evidence.supports(s)]
+    return [s for s in specifics(answer, names) if not evidence.supports(s)]
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """What is left of an answer, and each sentence dropped with the specifics it lacked."""
+
+    text: str
+    dropped: tuple[tuple[str, tuple[Specific, ...]], ...] = ()
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"”’)]*\s+|\n+")
+
+
+def _sentences(text: str) -> list[str]:
+    """``text`` cut after each sentence end and each line break, the separators kept."""
+    pieces, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        pieces.append(text[start : match.end()])
+        start = match.end()
+    if start < len(text):
+        pieces.append(text[start:])
+    # "1. " is a list item's marker, not a sentence: it stays with its item.
+    merged: list[str] = []
+    for piece in pieces:
+        if merged and _LIST_MARKER.fullmatch(merged[-1].rstrip(" ")):
+            merged[-1] += piece
+        else:
+            merged.append(piece)
+    return merged
+
+
+def check(text: str, evidence: Evidence) -> Checked:
+    """``text`` without the sentences that state a specific (names included) ``evidence``
+    lacks."""
+    kept: list[str] = []
+    dropped = []
+    for sentence in _sentences(text):
+        missing = unsupported(sentence, evidence, names=True)
+        if missing:
+            dropped.append((sentence.strip(), tuple(missing)))
+            # A dropped sentence keeps its line break, so lists and paragraphs keep their shape.
+            if "\n" in sentence and kept and not kept[-1].endswith("\n"):
+                kept.append("\n" * sentence.count("\n"))
+        else:
+            kept.append(sentence)
+    return Checked(re.sub(r"\n{3,}", "\n\n", "".join(kept)).strip(), tuple(dropped))
+
+
+class StreamCheck:
+    """The claim check on text that is still being written: :meth:`update` gives what may be
+    shown so far (the complete sentences that pass), :meth:`final` the whole checked answer."""
+
+    def __init__(self, evidence: Evidence) -> None:
+        self.evidence = evidence
+
+    def update(self, text: str) -> str:
+        ends = [match.end() for match in _SENTENCE_END.finditer(text)]
+        # What follows the last sentence end may still be being written.
+        return check(text[: ends[-1]] if ends else "", self.evidence).text
+
+    def final(self, text: str) -> Checked:
+        return check(text, self.evidence)
