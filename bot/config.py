@@ -108,6 +108,8 @@ class KnowledgeConfig:
     paths: list[str] = field(default_factory=lambda: ["config/knowledge"])
     auto_ingest: bool = True
     top_k: int = 4
+    answer_mode: Literal["extractive", "grounded", "free"] = "extractive"
+    answer_sentences: int = 3
     min_score: float = 0.3
     max_sources: int = 2
     embedding_model: str = "bundled"
@@ -319,6 +321,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     validate_policy(config.policy, source)
     if config.model.repetition_penalty <= 0:
         raise ConfigError(f"{source}: 'model.repetition_penalty' must be above 0 (1 turns it off)")
+    if config.knowledge.answer_sentences < 1:
+        raise ConfigError(f"{source}: 'knowledge.answer_sentences' must be at least 1")
     return dataclasses.replace(config, source=source)
 
 

@@ -25,10 +25,13 @@ from bot.generation.base import Backend, ChatMessage, GenerationParams
 from bot.knowledge.cite import (
     cited_sources,
     format_sources,
+    grounded_prompt,
     knowledge_prompt,
     numbered,
     strip_sources,
 )
+from bot.knowledge.claims import Evidence, StreamCheck
+from bot.knowledge.grounding import Extract, compose
 from bot.knowledge.index import Source
 from bot.knowledge.retrieve import Retrieval, small_talk
 from bot.metrics import Metrics
@@ -257,13 +260,24 @@ class ConversationManager:
         retrieval = await self._retrieve(job, history)
         if retrieval is not None and not retrieval.confident:
             return await self._dont_know(job)
+        # Outside the "free" answer mode the answer rests on the sentences found, only.
+        found = retrieval.extract if retrieval is not None else None
+        if found is not None and not found.sentences:
+            return await self._dont_know(job)
+        mode = self.knowledge.config.answer_mode if self.knowledge is not None else "free"
+        if found is not None and mode == "extractive":
+            return await self._quote(job, found, taken)
         system = self.system_prompt_for(job.settings)
         prompt = await asyncio.to_thread(
-            self.build_prompt, history, job.text, event.context, system, retrieval
+            self.build_prompt, history, job.text, event.context, system, retrieval, found
         )
+        checker = None
+        if found is not None:
+            checker = StreamCheck(self._evidence(found, history, job.text, system))
         notes = [*job.notes, CUT_TO_WINDOW] if prompt.cut else job.notes
         await reply.start()
         parts: list[str] = []
+        shown = ""
         try:
             async with contextlib.aclosing(
                 self.backend.stream(prompt.messages, self.params_for(job.settings))
@@ -272,35 +286,75 @@ class ConversationManager:
                     if not parts:
                         self.metrics.first_token.observe(time.monotonic() - taken)
                     parts.append(delta)
-                    await reply.update(clean_output("".join(parts)))
+                    written = clean_output("".join(parts))
+                    # Checked text is shown a whole sentence at a time, never an invention.
+                    now = checker.update(written) if checker is not None else written
+                    if now != shown:
+                        shown = now
+                        await reply.update(shown)
         except Busy:
             self.metrics.errors.labels("busy").inc()
             await reply.fail(BUSY)
             return Answer(job.text, BUSY, "busy")
         except asyncio.CancelledError:
-            # Shutdown past its grace period: keep what was written, tell the user why it ends.
-            partial = await self._record_partial(event.key, parts, "partial")
+            # Shutdown past its grace period: keep what was shown, tell the user why it ends.
+            partial = await self._record_partial(event.key, shown, "partial")
             with contextlib.suppress(Exception):
                 await asyncio.shield(reply.fail(f"{partial}\n\n{SHUTTING_DOWN}".strip()))
             raise
         except Exception:
             log.exception("generation failed in %s", event.key)
             self.metrics.errors.labels("generation").inc()
-            partial = await self._record_partial(event.key, parts, "failed")
+            partial = await self._record_partial(event.key, shown, "failed")
             await reply.fail(f"{partial}\n\n{APOLOGY}".strip())
             return Answer(job.text, partial, "failed")
         answer = clean_output("".join(parts))
         self.metrics.tokens.inc(await asyncio.to_thread(self.backend.count_text, answer))
+        cited: list[Source | tuple[Source, str]] = []
         sources: tuple[Source, ...] = ()
-        if retrieval is not None and answer and self.knowledge is not None:
+        if checker is not None and found is not None:
+            checked = checker.final(answer)
+            if checked.dropped:
+                self.metrics.claims_dropped.inc(len(checked.dropped))
+                log.info(
+                    "dropped %d sentence(s) with unsupported specifics in %s: %s",
+                    len(checked.dropped),
+                    event.key,
+                    "; ".join(", ".join(s.text for s in missing) for _, missing in checked.dropped),
+                )
+            answer = checked.text
+            if not answer:
+                return await self._dont_know(job)
+            cited, sources = list(found.sections), found.sources
+        elif retrieval is not None and answer and self.knowledge is not None:
             config = self.knowledge.config
             listed = cited_sources(retrieval, config.max_sources, config.min_score)
             sources = tuple(s for s in listed if s in prompt.sources)
-        shown = "\n\n".join(part for part in (answer, format_sources(sources)) if part)
+            cited = list(sources)
+        shown = "\n\n".join(part for part in (answer, format_sources(cited)) if part)
         await reply.finish("\n\n".join([shown or EMPTY_ANSWER, *notes]))
         self.metrics.reply_latency.observe(time.monotonic() - taken)
         await self._record_answer(event.key, shown, reply)
         return Answer(job.text, shown, "answered", sources)
+
+    async def _quote(self, job: _Job, found: Extract, taken: float) -> Answer:
+        """The extractive answer: the knowledge base's own sentences, and where they are from."""
+        shown = "\n\n".join(
+            part for part in (compose(found), format_sources(found.sections)) if part
+        )
+        await job.reply.finish("\n\n".join([shown, *job.notes]))
+        self.metrics.first_token.observe(time.monotonic() - taken)
+        self.metrics.reply_latency.observe(time.monotonic() - taken)
+        await self._record_answer(job.event.key, shown, job.reply)
+        return Answer(job.text, shown, "answered", found.sources)
+
+    def _evidence(
+        self, found: Extract, history: Sequence[Turn], text: str, system: str
+    ) -> Evidence:
+        """What the model's claims may rest on: the sentences it was given, the conversation,
+        the customer's words and its own persona."""
+        said = [strip_sources(turn.content) for turn in history]
+        return Evidence([compose(found), *said, text, system, self.bot.name, self.bot.company])
 
     async def _retrieve(self, job: _Job, history: Sequence[Turn]) -> Retrieval | None:
         """The passages for this message; None when the knowledge base has no say in it (none
@@ -356,8 +410,7 @@ class ConversationManager:
             log.exception("cannot record an answer in %s", key)
             self.metrics.errors.labels("store").inc()
 
-    async def _record_partial(self, key: ConversationKey, parts: list[str], status: Status) -> str:
-        partial = clean_output("".join(parts))
+    async def _record_partial(self, key: ConversationKey, partial: str, status: Status) -> str:
         try:
             await self.store.append(key, "assistant", partial, status=status)
         except StoreError:
@@ -371,10 +424,12 @@ class ConversationManager:
         context: str | None = None,
         system_prompt: str | None = None,
         retrieval: Retrieval | None = None,
+        found: Extract | None = None,
     ) -> Prompt:
-        """System prompt (with the retrieved sources, as many as fit) + as many of the newest
-        turns as fit + this message, so that prompt and reply fit the model's window.
-        Blocking (tokenizes): run it off the event loop."""
+        """System prompt (with the retrieved sources, as many as fit, or only the sentences
+        ``found`` to answer from) + as many of the newest turns as fit + this message, so that
+        prompt and reply fit the model's window. Blocking (tokenizes): run it off the event
+        loop."""
         backend = self.backend
         budget = backend.context_window - self.params.max_new_tokens
         if context and not any(turn.content == context for turn in history):
@@ -383,7 +438,10 @@ class ConversationManager:
         system = ChatMessage("system", base)
         current = ChatMessage("user", text)
         sources: tuple[Source, ...] = ()
-        if retrieval is not None and retrieval.hits:
+        if found is not None:
+            system = ChatMessage("system", grounded_prompt(base, found))
+            sources = found.sources
+        elif retrieval is not None and retrieval.hits:
             documents = numbered(retrieval)
             # The best source always; further ones only while the question still fits whole.
             for keep in range(len(documents), 0, -1):

@@ -26,6 +26,11 @@ class Metrics:
             "parley_denied", "Events the policy refused, by reason", ["reason"], registry=r
         )
         self.tokens = Counter("parley_tokens_generated", "Tokens the model generated", registry=r)
+        self.claims_dropped = Counter(
+            "parley_claims_dropped",
+            "Sentences of the model's answers dropped by the claim check",
+            registry=r,
+        )
         self.first_token = Histogram(
             "parley_time_to_first_token_seconds",
             "From taking a message up to the first text of its answer",

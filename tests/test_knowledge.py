@@ -13,6 +13,7 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import Stemmer
@@ -31,6 +32,8 @@ from bot.knowledge.ingest import parse, read_document
 from bot.service import HANDOFF, Outcome, Service
 from bot.store import SQLiteStore
 from tests.scripted import ScriptedBackend
+
+AnswerMode = Literal["extractive", "grounded", "free"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "config" / "knowledge"
@@ -221,8 +224,9 @@ async def _service(
     backend: ScriptedBackend,
     paths: list[str] | None = None,
     sample: Knowledge | None = None,
+    mode: AnswerMode = "free",
 ) -> Service:
-    knowledge = KnowledgeConfig(paths=[str(SAMPLE)] if paths is None else paths)
+    knowledge = KnowledgeConfig(paths=[str(SAMPLE)] if paths is None else paths, answer_mode=mode)
     if sample is not None:
         # A copy of the sample's index: start-up finds every file unchanged, nothing to embed.
         with sqlite3.connect(tmp_path / "parley.db") as copy:
@@ -297,7 +301,7 @@ async def test_two_dont_knows_in_a_row_hand_the_customer_to_a_person(
 async def test_the_answer_result_says_dont_know_for_handoff_to_count(
     tmp_path: Path, embedder: Embedder, sample: Knowledge
 ) -> None:
-    config = KnowledgeConfig(paths=[str(SAMPLE)])
+    config = KnowledgeConfig(paths=[str(SAMPLE)], answer_mode="free")
     with sqlite3.connect(tmp_path / "parley.db") as copy:
         sample.index._conn().backup(copy)
     store = SQLiteStore(str(tmp_path / "parley.db"))
@@ -367,6 +371,91 @@ async def test_an_empty_knowledge_base_answers_as_before(
     text = await MemoryAdapter(service).send("how do i bake sourdough bread").wait()
     assert text == "Hello! How can I help?"
     assert backend.prompts[0][0].content == service.conversations.system_prompt
+    await service.close()
+
+
+async def test_an_extractive_answer_quotes_the_article_without_the_model(
+    tmp_path: Path, embedder: Embedder, sample: Knowledge
+) -> None:
+    backend = ScriptedBackend("Click on Settings, then Security, then Reset Password.")
+    service = await _service(tmp_path, embedder, backend, sample=sample, mode="extractive")
+    text = await MemoryAdapter(service).send("how do i reset my password?").wait()
+    answer, footer = text.split(f"\n\n{FOOTER_HEADING}\n")
+    assert backend.prompts == []
+    assert 'On the sign-in page choose "Forgot password?"' in answer
+    assert "Security" not in answer
+    # The section quoted is named; without a URL, the document's path is shown.
+    assert footer.splitlines()[0] == (
+        "- Resetting a forgotten password › Getting a reset link"
+        " (config/knowledge/resetting-your-password.md)"
+    )
+    await service.close()
+
+
+async def test_an_extractive_answer_answers_each_part_of_a_question(
+    tmp_path: Path, embedder: Embedder, sample: Knowledge
+) -> None:
+    service = await _service(
+        tmp_path, embedder, ScriptedBackend(), sample=sample, mode="extractive"
+    )
+    text = (
+        await MemoryAdapter(service)
+        .send("how long does the reset link work and how do i turn on two-step verification?")
+        .wait()
+    )
+    assert "works for 60 minutes" in text
+    assert "resetting-your-password.md" in text and "two-step-verification.md" in text
+    await service.close()
+
+
+async def test_a_grounded_answer_drops_what_the_sentences_do_not_say(
+    tmp_path: Path, embedder: Embedder, sample: Knowledge
+) -> None:
+    backend = ScriptedBackend(
+        'Choose "Forgot password?" on the sign-in page. Then click on Settings, then Security,'
+        " then Reset Password. The link works for 60 days."
+    )
+    service = await _service(tmp_path, embedder, backend, sample=sample, mode="grounded")
+    reply = MemoryAdapter(service).send("how do i reset my password?")
+    text = await reply.wait()
+    system = backend.prompts[0][0].content
+    # The model is given the chosen sentences only, not whole sections.
+    assert 'choose "Forgot password?"' in system and "[1]" not in system
+    assert strip_sources(text) == 'Choose "Forgot password?" on the sign-in page.'
+    # Nothing unchecked was ever shown, not even while streaming.
+    assert all("Security" not in shown and "60 days" not in shown for shown in reply.updates)
+    assert service.metrics.claims_dropped._value.get() == 2
+    await service.close()
+
+
+async def test_a_grounded_answer_with_nothing_grounded_left_is_the_dont_know(
+    tmp_path: Path, embedder: Embedder, sample: Knowledge
+) -> None:
+    backend = ScriptedBackend("Call us on +1 800 555 0199 and we will reset it for you.")
+    service = await _service(tmp_path, embedder, backend, sample=sample, mode="grounded")
+    text = await MemoryAdapter(service).send("how do i reset my password?").wait()
+    assert text == KnowledgeConfig().dont_know_message
+    await service.close()
+
+
+async def test_a_quoted_section_of_a_document_with_a_url_links_to_its_heading(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    (folder / "refunds.md").write_text(
+        "---\nurl: https://help.example.com/refunds\n---\n# Getting your money back\n\n"
+        "## Yearly plans\n\nRefunds of a yearly plan are possible within 30 days of paying.\n"
+    )
+    service = await _service(
+        tmp_path, embedder, ScriptedBackend(), paths=[str(folder)], mode="extractive"
+    )
+    text = await MemoryAdapter(service).send("can i get a refund on my yearly plan").wait()
+    assert text == (
+        "Refunds of a yearly plan are possible within 30 days of paying.\n\n"
+        f"{FOOTER_HEADING}\n- [Getting your money back › Yearly plans]"
+        "(https://help.example.com/refunds#yearly-plans)"
+    )
     await service.close()
 
 

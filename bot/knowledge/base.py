@@ -20,6 +20,7 @@ import numpy as np
 
 from bot.config import KnowledgeConfig
 from bot.knowledge.embed import Embedder
+from bot.knowledge.grounding import SentenceScorer, choose, question_parts
 from bot.knowledge.index import PassageIndex, SourceInfo
 from bot.knowledge.ingest import collect, read_document
 from bot.knowledge.retrieve import Retrieval, Retriever
@@ -33,6 +34,8 @@ T = TypeVar("T")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_COLLECTION = "default"
 #: Words by which a message refers back to the one before ("and what does it cost?").
+#: A question that continues the one before ("and for the family plan?"), read with it.
+_CONTINUES = re.compile(r"^\s*(?:and|also|but|what about|how about)\b")
 _FOLLOW_UP = re.compile(
     r"^\s*(?:and|also|but|so|what about|how about)\b"
     r"|\b(?:it|its|it's|that|this|those|these|them|they|there|then|one|too)\b"
@@ -89,6 +92,7 @@ class Knowledge:
         self.index = PassageIndex(db_path)
         self._embedder = embedder
         self.retriever = Retriever([], np.zeros((0, 0), dtype=np.float32))
+        self.scorer = SentenceScorer(lambda texts: self.embedder.encode(texts))
 
     @property
     def embedder(self) -> Embedder:
@@ -116,6 +120,7 @@ class Knowledge:
         passages, vectors = self.index.load()
         known = self.embedder.knows if passages else (lambda word: False)
         self.retriever = Retriever(passages, vectors, known)
+        self.scorer.forget()  # passage ids change when documents are ingested again
 
     def refresh(self) -> IngestReport:
         """Bring the configured paths' passages up to date: new and changed files are
@@ -176,27 +181,55 @@ class Knowledge:
         return [passage.indexed_text for passage in self.retriever.passages]
 
     def search(
-        self, query: str, k: int | None = None, collections: Collection[str] = ()
+        self,
+        query: str,
+        k: int | None = None,
+        collections: Collection[str] = (),
+        split: bool = True,
     ) -> Retrieval:
+        """The ``k`` best passages for ``query`` and, outside the "free" answer mode, the
+        sentences of theirs that answer it (of each part of it, with ``split``)."""
         k = self.config.top_k if k is None else k
         if not len(self.retriever) or not query.strip():
             return Retrieval(query, (), False)
         # The model reads a misspelt word as unrelated pieces: "pasword" is "pas", "##word".
-        vector = self.embedder.encode([self.retriever.keywords.spellchecked(query)])[0]
-        hits = tuple(self.retriever.search(query, vector, k, collections))
+        spellchecked = self.retriever.keywords.spellchecked
+        parts = question_parts(query) if split else [query]
+        # The whole question, then each of its parts when it has several.
+        texts = [query, *parts] if len(parts) > 1 else [query]
+        vectors = self.embedder.encode([spellchecked(text) for text in texts])
+        hits = tuple(self.retriever.search(query, vectors[0], k, collections))
         confident = bool(hits) and max(h.similarity for h in hits) >= self.config.min_score
-        return Retrieval(query, hits, confident)
+        if self.config.answer_mode == "free" or not hits:
+            return Retrieval(query, hits, confident)
+        # Each part of the question brings its own passages: "how much is it" and "can I
+        # pause it" are answered in different articles.
+        found = {h.passage.id: h for h in hits}
+        for part, vector in zip(texts[1:], vectors[1:], strict=True):
+            for hit in self.retriever.search(part, vector, k, collections):
+                found.setdefault(hit.passage.id, hit)
+        passages = [hit.passage for hit in found.values()]
+        priors = [hit.similarity for hit in found.values()]
+        ranked = self.scorer.score(passages, texts, vectors, priors)
+        extract = choose(ranked, self.config.answer_sentences, self.scorer.units)
+        return Retrieval(query, hits, confident, extract)
 
     def retrieve(
         self, question: str, previous: str | None = None, collections: Collection[str] = ()
     ) -> Retrieval:
-        """Search for ``question``; a follow-up ("and how long does that take?") that finds
-        nothing alone is searched again together with the ``previous`` question. A new
-        question that merely follows an answered one is not: it would borrow its topic."""
+        """Search for ``question``. A question that continues the ``previous`` one ("and for
+        the family plan?") is read with it; another follow-up ("how long does that take?") is
+        searched again with it only when it finds nothing alone: a new question that merely
+        follows an answered one would borrow its topic."""
+        lowered = question.lower()
+        if previous and _CONTINUES.search(lowered):
+            joined = self.search(f"{previous}\n{question}", collections=collections, split=False)
+            if joined.confident:
+                return joined
         found = self.search(question, collections=collections)
-        if found.confident or not previous or not _FOLLOW_UP.search(question.lower()):
+        if found.confident or not previous or not _FOLLOW_UP.search(lowered):
             return found
-        joined = self.search(f"{previous}\n{question}", collections=collections)
+        joined = self.search(f"{previous}\n{question}", collections=collections, split=False)
         return joined if joined.confident else found
 
 

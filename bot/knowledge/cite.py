@@ -2,13 +2,15 @@
 
 The core writes sources in one neutral form, Markdown links (``[title](url)``), which Discord
 and the web chat render as they are and the Slack adapter turns into ``<url|title>``; a
-document without a URL is cited by title and path, as plain text.
+document without a URL is cited by title and path, as plain text. An answer quoting a section
+names it ("Title › Heading") and links to its heading's anchor (``url#heading``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bot.knowledge.grounding import Extract, compose, section_anchor
 from bot.knowledge.index import Source
 from bot.knowledge.retrieve import Retrieval
 
@@ -16,6 +18,7 @@ __all__ = [
     "FOOTER_HEADING",
     "cited_sources",
     "format_sources",
+    "grounded_prompt",
     "knowledge_prompt",
     "strip_sources",
 ]
@@ -25,6 +28,10 @@ INSTRUCTIONS = (
     "Answer the customer's question using only the numbered sources below. If they do not"
     " contain the answer, say that you don't know and offer to connect the customer with a"
     " human. Never invent policies, prices, dates, links or contact details."
+)
+GROUNDED_INSTRUCTIONS = (
+    "Answer the customer's question in one to three sentences, using only the facts below,"
+    " with their numbers, names and links exactly as written. Do not add anything else."
 )
 #: A further document is cited only when it is about as close to the question as the best one.
 CITE_MARGIN = 0.08
@@ -72,14 +79,28 @@ def _escape(title: str) -> str:
     return title.replace("[", "(").replace("]", ")")
 
 
-def format_sources(sources: Sequence[Source]) -> str:
-    """The plain-text footer an answer ends with ("" without sources)."""
-    if not sources:
-        return ""
-    lines = [
-        f"- [{_escape(s.title)}]({s.url})" if s.url else f"- {s.title} ({s.path})" for s in sources
-    ]
-    return "\n".join([FOOTER_HEADING, *lines])
+def format_sources(sources: Sequence[Source | tuple[Source, str]]) -> str:
+    """The plain-text footer an answer ends with ("" without sources): one line a document,
+    given alone or with the heading of the section quoted (linked to the heading's anchor)."""
+    lines: list[str] = []
+    listed: set[Source] = set()
+    for item in sources:
+        source, heading = item if isinstance(item, tuple) else (item, "")
+        if source in listed:
+            continue
+        listed.add(source)
+        label = f"{source.title} › {heading}" if heading else source.title
+        if source.url:
+            anchor = f"#{section_anchor(heading)}" if heading and "#" not in source.url else ""
+            lines.append(f"- [{_escape(label)}]({source.url}{anchor})")
+        else:
+            lines.append(f"- {label} ({source.path})")
+    return "\n".join([FOOTER_HEADING, *lines]) if lines else ""
+
+
+def grounded_prompt(system_prompt: str, found: Extract) -> str:
+    """The system prompt with only the sentences that answer the question, as one source."""
+    return "\n\n".join([system_prompt, GROUNDED_INSTRUCTIONS, compose(found)])
 
 
 def strip_sources(text: str) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bot.knowledge.bm25 import Bm25Index
+from bot.knowledge.grounding import Extract
 from bot.knowledge.index import Passage, Source
 
 __all__ = ["RRF_K", "Hit", "Retrieval", "Retriever", "small_talk"]
@@ -39,11 +40,13 @@ class Hit:
 @dataclass(frozen=True, slots=True)
 class Retrieval:
     """The passages found for a question, best first; ``confident`` when the best reaches the
-    threshold, i.e. the knowledge base seems to answer the question."""
+    threshold, i.e. the knowledge base seems to answer the question; ``extract`` the sentences
+    of those passages that answer it (outside the "free" answer mode)."""
 
     query: str
     hits: tuple[Hit, ...]
     confident: bool
+    extract: Extract | None = None
 
     @property
     def best_similarity(self) -> float:
