@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,11 @@ def add_parser(commands: Any) -> None:
         metavar="FILE",
         help="TOML file overriding config/default.toml (as parley --config)",
     )
+    parser.add_argument(
+        "--mode",
+        choices=["extractive", "grounded", "free"],
+        help="answer this way instead of knowledge.answer_mode (compare them on your articles)",
+    )
     parser.add_argument("--limit", type=int, default=0, help="only the first N questions")
     parser.add_argument(
         "--out", default="data/eval", help="folder for eval.json and eval.html (data/eval)"
@@ -65,6 +71,9 @@ def _progress(done: int, total: int) -> None:
 
 def run(config: Config, args: argparse.Namespace) -> int:
     floors = parse_floors(args.min)
+    if args.mode:
+        knowledge = dataclasses.replace(config.knowledge, answer_mode=args.mode)
+        config = dataclasses.replace(config, knowledge=knowledge)
     items = load_golden(args.golden)
     if args.limit > 0:
         items = items[: args.limit]
@@ -72,6 +81,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
         "golden": args.golden,
         "knowledge": ", ".join(args.kb or config.knowledge.paths),
         "config": config.source,
+        "answer mode": config.knowledge.answer_mode,
         "model": config.model.name if config.model.backend == "local" else "remote",
         "questions": len(items),
     }

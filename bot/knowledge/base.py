@@ -212,6 +212,12 @@ class Knowledge:
         priors = [hit.similarity for hit in found.values()]
         ranked = self.scorer.score(passages, texts, vectors, priors)
         extract = choose(ranked, self.config.answer_sentences, self.scorer.units)
+        # The sections are ranked again by their best sentence: a sentence is about one thing,
+        # a section about several, so its best sentence tells better whether it answers.
+        best: dict[int, float] = {}
+        for sentence in ranked[0]:
+            best.setdefault(sentence.passage.id, sentence.score)
+        hits = tuple(sorted(hits, key=lambda h: -best.get(h.passage.id, -np.inf)))
         return Retrieval(query, hits, confident, extract)
 
     def retrieve(
