@@ -271,8 +271,10 @@ class ConversationManager:
         prompt = await asyncio.to_thread(
             self.build_prompt, history, job.text, event.context, system, retrieval, found
         )
+        # Outside "free", whatever the model writes is checked: against the sentences found,
+        # or, for small talk (and an empty knowledge base), against the conversation alone.
         checker = None
-        if found is not None:
+        if mode != "free" and self.knowledge is not None:
             checker = StreamCheck(self._evidence(found, history, job.text, system))
         notes = [*job.notes, CUT_TO_WINDOW] if prompt.cut else job.notes
         await reply.start()
@@ -312,7 +314,7 @@ class ConversationManager:
         self.metrics.tokens.inc(await asyncio.to_thread(self.backend.count_text, answer))
         cited: list[Source | tuple[Source, str]] = []
         sources: tuple[Source, ...] = ()
-        if checker is not None and found is not None:
+        if checker is not None:
             checked = checker.final(answer)
             if checked.dropped:
                 self.metrics.claims_dropped.inc(len(checked.dropped))
@@ -325,7 +327,8 @@ class ConversationManager:
             answer = checked.text
             if not answer:
                 return await self._dont_know(job)
-            cited, sources = list(found.sections), found.sources
+            if found is not None:
+                cited, sources = list(found.sections), found.sources
         elif retrieval is not None and answer and self.knowledge is not None:
             config = self.knowledge.config
             listed = cited_sources(retrieval, config.max_sources, config.min_score)
@@ -349,12 +352,13 @@ class ConversationManager:
         return Answer(job.text, shown, "answered", found.sources)
 
     def _evidence(
-        self, found: Extract, history: Sequence[Turn], text: str, system: str
+        self, found: Extract | None, history: Sequence[Turn], text: str, system: str
     ) -> Evidence:
         """What the model's claims may rest on: the sentences it was given, the conversation,
         the customer's words and its own persona."""
         said = [strip_sources(turn.content) for turn in history]
-        return Evidence([compose(found), *said, text, system, self.bot.name, self.bot.company])
+        quoted = [compose(found)] if found is not None else []
+        return Evidence([*quoted, *said, text, system, self.bot.name, self.bot.company])
 
     async def _retrieve(self, job: _Job, history: Sequence[Turn]) -> Retrieval | None:
         """The passages for this message; None when the knowledge base has no say in it (none

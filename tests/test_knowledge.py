@@ -459,6 +459,40 @@ async def test_a_quoted_section_of_a_document_with_a_url_links_to_its_heading(
     await service.close()
 
 
+async def test_small_talk_outside_free_mode_is_checked_against_the_conversation(
+    tmp_path: Path, embedder: Embedder, sample: Knowledge
+) -> None:
+    backend = ScriptedBackend("Hello! Call us on 0800 123 4567 any time. How can I help?")
+    service = await _service(tmp_path, embedder, backend, sample=sample, mode="extractive")
+    assert await MemoryAdapter(service).send("hi there!").wait() == "Hello! How can I help?"
+    await service.close()
+
+
+@pytest.mark.parametrize("mode", ["extractive", "grounded"])
+async def test_odd_knowledge_and_questions_get_a_clear_answer(
+    tmp_path: Path, embedder: Embedder, mode: AnswerMode
+) -> None:
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    # A 50 KB article, and a section with no sentence end at all.
+    long = "".join(f"Locker {n} opens with code {1000 + n}. " for n in range(1700))
+    (folder / "lockers.md").write_text(f"# Lockers\n\n## Codes\n\n{long}\n")
+    (folder / "notes.md").write_text("# Notes\n\n## Parking\n\nparking is behind the depot\n")
+    assert len(long) > 50_000
+    backend = ScriptedBackend("Parking is behind the depot.")
+    service = await _service(tmp_path, embedder, backend, paths=[str(folder)], mode=mode)
+    chat = MemoryAdapter(service)
+    for question in (
+        "where is the parking",
+        "¿Dónde está el aparcamiento?",
+        "what code opens locker 7",
+    ):
+        reply = chat.send(question)
+        text = await reply.wait()
+        assert text and not reply.failed, question
+    await service.close()
+
+
 # -- the command line ---------------------------------------------------------------------------
 
 
