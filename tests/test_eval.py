@@ -311,19 +311,8 @@ def test_parley_eval_runs_golden_lines_through_the_bundled_model(
 # -- the answer path's floors, on both golden sets ----------------------------------------------
 
 #: The floors of the grounded-answer issue (#37) for the default answer path, on every answerable
-#: question of both sets. One is not reached yet on the held-out set: the expected document
-#: among the sources (0.76 against a floor of 0.80), so it is held where it stands, to catch a
-#: regression, until retrieval improves.
-FLOORS = {
-    "sample": {"fact": 0.60, "unsupported": 0.02, "cited": 0.80, "hit_at_1": 0.75, "refused": 0.15},
-    "heldout": {
-        "fact": 0.60,
-        "unsupported": 0.02,
-        "cited": 0.75,
-        "hit_at_1": 0.75,
-        "refused": 0.15,
-    },
-}
+#: question of both sets.
+FLOORS = {"fact": 0.60, "unsupported": 0.02, "cited": 0.80, "hit_at_1": 0.75, "refused": 0.15}
 
 
 @pytest.mark.bundled
@@ -343,4 +332,4 @@ async def test_the_default_answer_path_reaches_the_floors(
     items = parse_golden((ROOT / "config" / "eval" / f"{name}.jsonl").read_text(encoding="utf-8"))
     answerable = [item for item in items if not item.out_of_scope]
     found = figures(await evaluate(config, answerable, kb, concurrency=16))
-    assert short_of(found, FLOORS[name]) == []
+    assert short_of(found, FLOORS) == []

@@ -19,8 +19,9 @@ from typing import TypeVar
 import numpy as np
 
 from bot.config import KnowledgeConfig
+from bot.knowledge.cite import CITE_MARGIN
 from bot.knowledge.embed import Embedder
-from bot.knowledge.grounding import SentenceScorer, choose, question_parts
+from bot.knowledge.grounding import Sentence, SentenceScorer, choose, question_parts
 from bot.knowledge.index import PassageIndex, SourceInfo
 from bot.knowledge.ingest import collect, read_document
 from bot.knowledge.retrieve import Retrieval, Retriever
@@ -211,13 +212,27 @@ class Knowledge:
         passages = [hit.passage for hit in found.values()]
         priors = [hit.similarity for hit in found.values()]
         ranked = self.scorer.score(passages, texts, vectors, priors)
-        extract = choose(ranked, self.config.answer_sentences, self.scorer.units)
         # The sections are ranked again by their best sentence: a sentence is about one thing,
         # a section about several, so its best sentence tells better whether it answers.
-        best: dict[int, float] = {}
+        best: dict[int, Sentence] = {}
         for sentence in ranked[0]:
-            best.setdefault(sentence.passage.id, sentence.score)
-        hits = tuple(sorted(hits, key=lambda h: -best.get(h.passage.id, -np.inf)))
+            best.setdefault(sentence.passage.id, sentence)
+        hits = tuple(sorted(hits, key=lambda h: -best[h.passage.id].score))
+        # A second article about as close to the question as the first (by the margin a
+        # second source is cited with) may be the one that answers: it adds its best sentence.
+        second = None
+        if len(texts) == 1:
+            top = max(hit.similarity for hit in hits)
+            first = hits[0].passage.source
+            second = next(
+                (
+                    best[hit.passage.id]
+                    for hit in hits
+                    if hit.passage.source != first and hit.similarity >= top - CITE_MARGIN
+                ),
+                None,
+            )
+        extract = choose(ranked, self.config.answer_sentences, self.scorer.units, second)
         return Retrieval(query, hits, confident, extract)
 
     def retrieve(

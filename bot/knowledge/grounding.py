@@ -172,11 +172,12 @@ def choose(
     ranked: Sequence[Sequence[Sentence]],
     max_sentences: int,
     units_of: Callable[[Passage], list[Unit]],
+    second: Sentence | None = None,
 ) -> Extract:
     """The sentences to quote. ``ranked[0]`` scores them against the whole question: its best
-    document's best ``max_sentences`` (those about as good as its best) are quoted. Further
-    rankings are the question's parts: each adds its best sentence instead (the whole
-    question's choice mixes the parts)."""
+    document's best ``max_sentences`` (those about as good as its best) are quoted, and the
+    ``second`` document's best sentence, if given. Further rankings are the question's parts:
+    each adds its best sentence instead (the whole question's choice mixes the parts)."""
     if not ranked or not ranked[0] or max_sentences <= 0:
         return Extract((), {})
     chosen: list[Sentence] = []
@@ -184,6 +185,8 @@ def choose(
         best = ranked[0][0]
         near = [s for s in ranked[0] if s.source == best.source and s.score >= best.score - MARGIN]
         chosen = near[:max_sentences]
+        if second is not None and second.source not in {s.source for s in chosen}:
+            chosen.append(second)
     for part in ranked[1:]:
         if part and part[0] not in chosen:
             chosen.append(part[0])
