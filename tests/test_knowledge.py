@@ -522,6 +522,12 @@ def test_kb_commands_ingest_search_and_list(
     lines = out.splitlines()
     assert "the bot answers from these passages" in lines[0]
     assert re.match(r"\s*1\s+0\.\d+\s+0\.\d\d\s+\d+\.\d\s+FAQ › Parking", lines[3])
+    # And the sentence an answer would quote, with where it is from.
+    quoted = lines[
+        lines.index("The sentences an answer rests on (answer_mode = 'extractive'), best first:")
+        + 1
+    ]
+    assert quoted.endswith("Visitors park behind the building.  (FAQ › Parking)")
 
     assert cli.main(["--config", str(config), "kb", "list"]) == 0
     out = capsys.readouterr().out

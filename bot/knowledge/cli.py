@@ -85,6 +85,13 @@ def _search(knowledge: Knowledge, question: str, k: int, collections: list[str])
         )
         snippet = " ".join(passage.text.split())
         print(textwrap.indent(textwrap.shorten(snippet, 220, placeholder=" …"), " " * 30))
+    if found.extract is not None and found.extract.sentences:
+        mode = knowledge.config.answer_mode
+        print()
+        print(f"The sentences an answer rests on (answer_mode = {mode!r}), best first:")
+        for sentence in found.extract.sentences:
+            where = " › ".join(p for p in (sentence.source.title, sentence.passage.heading) if p)
+            print(f"  {sentence.score:>5.2f}  {sentence.unit.text}  ({where})")
     return 0
 
 
