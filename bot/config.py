@@ -110,7 +110,9 @@ class KnowledgeConfig:
     top_k: int = 4
     answer_mode: Literal["extractive", "grounded", "free"] = "extractive"
     answer_sentences: int = 3
-    min_score: float = 0.3
+    min_score: float = 0.26
+    min_margin: float = -0.01
+    off_topic: list[str] = field(default_factory=list)
     max_sources: int = 2
     embedding_model: str = "bundled"
     dont_know_message: str = (

@@ -409,5 +409,5 @@ def build_service(config: Config) -> Service:
     if config.knowledge.enabled:
         from bot.knowledge.base import KnowledgeBase
 
-        knowledge = KnowledgeBase(config.knowledge, config.store.path)
+        knowledge = KnowledgeBase(config.knowledge, config.store.path, company=config.bot.company)
     return Service(config, build_backend(config), build_store(config), knowledge)

@@ -215,6 +215,29 @@ def test_the_evaluation_set_is_large_realistic_and_points_at_real_articles() -> 
         assert not terms(title) & terms(row["question"]), row
 
 
+def test_a_question_closer_to_an_off_topic_example_than_to_the_articles_is_not_confident(
+    embedder: Embedder, tmp_path: Path
+) -> None:
+    config = KnowledgeConfig(paths=[str(SAMPLE)], off_topic=["can I book a table for dinner"])
+    knowledge = Knowledge(config, str(tmp_path / "p.db"), embedder, company="Acme Cloud")
+    knowledge.open()
+    knowledge.refresh()
+    # Close to the articles by their words (the company's name, "files", "table"), yet no
+    # article answers them; the examples do: one built in, one named, one of the config's.
+    for question in (
+        "whos the boss at acme cloud these days",
+        "write a short poem about my files",
+        "can i reserve a table for two at 8pm",
+    ):
+        found = knowledge.retrieve(question)
+        assert not found.confident, question
+        assert found.judgement is not None and "off-topic example" in found.judgement.why
+    found = knowledge.retrieve("how do i reset my password")
+    assert found.confident and found.judgement is not None
+    assert found.judgement.why.startswith("closest passage")
+    knowledge.close()
+
+
 # -- answers through the service -----------------------------------------------------------------
 
 
@@ -520,7 +543,7 @@ def test_kb_commands_ingest_search_and_list(
     assert cli.main(["--config", str(config), "kb", "search", "where can visitors leave cars"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert "the bot answers from these passages" in lines[0]
+    assert lines[0].startswith("The bot answers from these passages: closest passage")
     assert re.match(r"\s*1\s+0\.\d+\s+0\.\d\d\s+\d+\.\d\s+FAQ › Parking", lines[3])
     # And the sentence an answer would quote, with where it is from.
     quoted = lines[

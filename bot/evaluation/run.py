@@ -136,7 +136,7 @@ async def evaluate(
     """Answer every item, at most ``concurrency`` at a time; the results in the items' order."""
     with tempfile.TemporaryDirectory(prefix="parley-eval-") as folder:
         config = eval_config(config, kb_paths, folder)
-        kb = KnowledgeBase(config.knowledge, config.store.path, embedder)
+        kb = KnowledgeBase(config.knowledge, config.store.path, embedder, config.bot.company)
         service = Service(config, backend or build_backend(config), build_store(config), kb)
         await service.start()
         try:

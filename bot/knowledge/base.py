@@ -25,6 +25,7 @@ from bot.knowledge.grounding import Sentence, SentenceScorer, choose, question_p
 from bot.knowledge.index import PassageIndex, SourceInfo
 from bot.knowledge.ingest import collect, read_document
 from bot.knowledge.retrieve import Retrieval, Retriever
+from bot.knowledge.scope import Scope, off_topic_examples
 
 __all__ = ["IngestReport", "Knowledge", "KnowledgeBase", "resolve"]
 
@@ -87,9 +88,15 @@ class Knowledge:
     """Blocking, and used by one thread at a time."""
 
     def __init__(
-        self, config: KnowledgeConfig, db_path: str, embedder: Embedder | None = None
+        self,
+        config: KnowledgeConfig,
+        db_path: str,
+        embedder: Embedder | None = None,
+        company: str = "",
     ) -> None:
         self.config = config
+        self.company = company
+        self._scope: Scope | None = None
         self.index = PassageIndex(db_path)
         self._embedder = embedder
         self.retriever = Retriever([], np.zeros((0, 0), dtype=np.float32))
@@ -100,6 +107,13 @@ class Knowledge:
         if self._embedder is None:
             self._embedder = Embedder(self.config.embedding_model)
         return self._embedder
+
+    @property
+    def scope(self) -> Scope:
+        if self._scope is None:
+            examples = off_topic_examples(self.company, self.config.off_topic)
+            self._scope = Scope(examples, self.embedder.encode(examples))
+        return self._scope
 
     def open(self) -> None:
         self.index.open()
@@ -200,9 +214,15 @@ class Knowledge:
         texts = [query, *parts] if len(parts) > 1 else [query]
         vectors = self.embedder.encode([spellchecked(text) for text in texts])
         hits = tuple(self.retriever.search(query, vectors[0], k, collections))
-        confident = bool(hits) and max(h.similarity for h in hits) >= self.config.min_score
-        if self.config.answer_mode == "free" or not hits:
-            return Retrieval(query, hits, confident)
+        if not hits:
+            return Retrieval(query, hits, False)
+        config = self.config
+        judgement = self.scope.judge(
+            vectors[0], max(h.similarity for h in hits), config.min_score, config.min_margin
+        )
+        confident = judgement.answerable
+        if config.answer_mode == "free":
+            return Retrieval(query, hits, confident, judgement=judgement)
         # Each part of the question brings its own passages: "how much is it" and "can I
         # pause it" are answered in different articles.
         found = {h.passage.id: h for h in hits}
@@ -233,7 +253,7 @@ class Knowledge:
                 None,
             )
         extract = choose(ranked, self.config.answer_sentences, self.scorer.units, second)
-        return Retrieval(query, hits, confident, extract)
+        return Retrieval(query, hits, confident, extract, judgement)
 
     def retrieve(
         self, question: str, previous: str | None = None, collections: Collection[str] = ()
@@ -262,10 +282,14 @@ class KnowledgeBase:
     """
 
     def __init__(
-        self, config: KnowledgeConfig, db_path: str, embedder: Embedder | None = None
+        self,
+        config: KnowledgeConfig,
+        db_path: str,
+        embedder: Embedder | None = None,
+        company: str = "",
     ) -> None:
         self.config = config
-        self.knowledge = Knowledge(config, db_path, embedder)
+        self.knowledge = Knowledge(config, db_path, embedder, company)
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
 

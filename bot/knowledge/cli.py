@@ -31,7 +31,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
-    knowledge = Knowledge(config.knowledge, config.store.path)
+    knowledge = Knowledge(config.knowledge, config.store.path, company=config.bot.company)
     knowledge.open()
     try:
         if args.kb_command == "ingest":
@@ -70,10 +70,12 @@ def _search(knowledge: Knowledge, question: str, k: int, collections: list[str])
         if found.confident
         else "would say it doesn't know (and offer a human)"
     )
-    print(
-        f"Best similarity {found.best_similarity:.2f} against min_score {threshold:.2f}:"
-        f" the bot {verdict}."
+    why = (
+        found.judgement.why
+        if found.judgement is not None
+        else f"best similarity {found.best_similarity:.2f}, min_score {threshold:.2f}"
     )
+    print(f"The bot {verdict}: {why}.")
     print()
     print(f"{'#':>2}  {'fused':>6}  {'cosine':>6}  {'bm25':>5}  source")
     for n, hit in enumerate(found.hits, start=1):

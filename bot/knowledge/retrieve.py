@@ -17,6 +17,7 @@ import numpy as np
 from bot.knowledge.bm25 import Bm25Index
 from bot.knowledge.grounding import Extract
 from bot.knowledge.index import Passage, Source
+from bot.knowledge.scope import Judgement
 
 __all__ = ["RRF_K", "Hit", "Retrieval", "Retriever", "small_talk"]
 
@@ -47,6 +48,7 @@ class Retrieval:
     hits: tuple[Hit, ...]
     confident: bool
     extract: Extract | None = None
+    judgement: Judgement | None = None  # what decided ``confident``
 
     @property
     def best_similarity(self) -> float:
