@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -333,3 +334,58 @@ async def test_the_default_answer_path_reaches_the_floors(
     answerable = [item for item in items if not item.out_of_scope]
     found = figures(await evaluate(config, answerable, kb, concurrency=16))
     assert short_of(found, FLOORS) == []
+
+
+# -- --tune ---------------------------------------------------------------------------------------
+
+
+def _signals(out_of_scope: bool, similarity: float, off_topic: float) -> Result:
+    item = GoldenItem(1, "q", out_of_scope=True) if out_of_scope else GoldenItem(1, "q", "a.md")
+    return Result(item, "", "answered", (), (), (), 1.0, 1.0, similarity, off_topic)
+
+
+def test_tune_separates_the_two_kinds_of_question_by_both_signals() -> None:
+    from bot.evaluation.tune import cross_validate, refusals, tune
+
+    # Answerable: close to the articles. Out of scope: far from them, or closer to an off-topic
+    # example than to them (a question about the company no article answers).
+    results = [_signals(False, 0.45 + n / 100, 0.2) for n in range(20)]
+    results += [_signals(True, 0.15 + n / 100, 0.1) for n in range(5)]
+    results += [_signals(True, 0.55 + n / 100, 0.7) for n in range(5)]
+    tuning = tune(results, max_refused=0.0)
+    assert tuning is not None
+    assert (tuning.dont_know_recall, tuning.refused) == (1.0, 0.0)
+    assert refusals(results, tuning.min_score, tuning.min_margin) == (1.0, 0.0)
+    assert refusals(results, 0.6, -1.0)[1] > 0.5  # a threshold set too high refuses most
+    assert "min_score = " in tuning.config_lines() and "min_margin = " in tuning.config_lines()
+    assert cross_validate(results, max_refused=0.0) == (1.0, 0.0)
+    assert tune(results[:20]) is None  # nothing out of scope to tune on
+
+
+@pytest.mark.bundled
+def test_tune_mends_a_mis_set_threshold_on_the_sample_set(
+    tmp_path: Path, bundled_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    items = parse_golden((ROOT / "config" / "eval" / "sample.jsonl").read_text(encoding="utf-8"))
+    inside = [i for i in items if not i.out_of_scope][:24]
+    outside = [i for i in items if i.out_of_scope][:12]
+    golden = tmp_path / "golden.jsonl"
+    lines = (ROOT / "config" / "eval" / "sample.jsonl").read_text(encoding="utf-8").splitlines()
+    golden.write_text("\n".join(lines[i.line - 1] for i in [*inside, *outside]) + "\n")
+    config = tmp_path / "parley.toml"
+    config.write_text(
+        f'[model]\ncache_dir = "{MODEL_CACHE}"\n[knowledge]\nmin_score = 0.6\nmin_margin = -1.0\n'
+    )
+    argv = ["eval", str(golden), "--config", str(config), "--out", str(tmp_path / "r"), "--tune"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    now = re.search(
+        r"caught ([\d.]+), answerable refused ([\d.]+)\. Tuned: caught ([\d.]+),"
+        r" refused (\d\.\d\d)",
+        out,
+    )
+    assert now is not None, out
+    caught, refused, tuned_caught, tuned_refused = map(float, now.groups())
+    assert refused >= 0.4  # min_score 0.6 refuses about half the answerable questions
+    assert tuned_refused <= 0.05 and tuned_caught - tuned_refused > caught - refused
+    assert re.search(r"\[knowledge\]\nmin_score = 0\.\d\d\nmin_margin = -?0\.\d\d", out)

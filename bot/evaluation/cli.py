@@ -12,8 +12,9 @@ from typing import Any
 from bot.config import Config
 from bot.evaluation.golden import load_golden
 from bot.evaluation.report import table, write_html, write_json
-from bot.evaluation.run import evaluate
+from bot.evaluation.run import Result, evaluate
 from bot.evaluation.score import figures, parse_floors, short_of
+from bot.evaluation.tune import cross_validate, refusals, tune
 
 __all__ = ["add_parser", "run"]
 
@@ -59,6 +60,17 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--concurrency", type=int, default=16, help="questions in flight at once (16)"
     )
+    parser.add_argument(
+        "--tune",
+        action="store_true",
+        help="print the don't-know thresholds (min_score, min_margin) that suit this golden set",
+    )
+    parser.add_argument(
+        "--max-refused",
+        type=float,
+        default=0.05,
+        help="with --tune: the share of answerable questions it may refuse (0.05)",
+    )
 
 
 def _progress(done: int, total: int) -> None:
@@ -100,7 +112,36 @@ def run(config: Config, args: argparse.Namespace) -> int:
     write_json(out / "eval.json", results, found, settings)
     write_html(out / "eval.html", results, found, settings)
     print(f"\nEvery question and why: {out / 'eval.html'} (and {out / 'eval.json'})")
+    if args.tune:
+        _print_tuning(config, results, args.max_refused)
     missed = short_of(found, floors)
     for line in missed:
         print(f"parley eval: {line}", file=sys.stderr)
     return 1 if missed else 0
+
+
+def _print_tuning(config: Config, results: list[Result], max_refused: float) -> None:
+    knowledge = config.knowledge
+    now = refusals(results, knowledge.min_score, knowledge.min_margin)
+    tuning = tune(results, max_refused)
+    print()
+    if tuning is None:
+        print(
+            "--tune needs answerable and out-of-scope questions, and thresholds that refuse at"
+            f" most {max_refused:.0%} of the answerable ones."
+        )
+        return
+    print(
+        f"Don't-know thresholds for these articles. Now (min_score {knowledge.min_score:.2f},"
+        f" min_margin {knowledge.min_margin:.2f}): out of scope caught {now[0]:.2f}, answerable"
+        f" refused {now[1]:.2f}. Tuned: caught {tuning.dont_know_recall:.2f}, refused"
+        f" {tuning.refused:.2f}."
+    )
+    halves = cross_validate(results, max_refused)
+    if halves is not None:
+        print(
+            f"Tuned on one half of the set and measured on the other: caught {halves[0]:.2f},"
+            f" refused {halves[1]:.2f} (what to expect on new questions)."
+        )
+    print("Paste into your config file:\n")
+    print(tuning.config_lines())

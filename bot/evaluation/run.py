@@ -43,6 +43,10 @@ class Result:
     unsupported: tuple[Specific, ...]
     first_text: float  # seconds to the first text the customer sees
     seconds: float  # seconds to the whole answer
+    # The don't-know's signals (bot.knowledge.scope), for --tune: the closest passage's
+    # similarity and the closest off-topic example's (-1 where nothing was found).
+    similarity: float = -1.0
+    off_topic: float = -1.0
 
     @property
     def refused(self) -> bool:
@@ -191,6 +195,7 @@ async def _ask(
     seconds = time.monotonic() - began
     previous = next((t.content for t in reversed(item.history) if t.role == "user"), None)
     retrieval = await kb.retrieve(item.question, previous)
+    judgement = retrieval.judgement
     said = evidence.plus([item.question, *(turn.content for turn in item.history)])
     return Result(
         item=item,
@@ -201,4 +206,6 @@ async def _ask(
         unsupported=tuple(unsupported(strip_sources(reply.text), said)),
         first_text=reply.first if reply.first is not None else seconds,
         seconds=seconds,
+        similarity=judgement.similarity if judgement is not None else -1.0,
+        off_topic=judgement.off_topic if judgement is not None else -1.0,
     )
