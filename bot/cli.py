@@ -98,19 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.policy_cli import explain, reload
 
         return explain(config, args) if args.policy_command == "explain" else reload(config, args)
-    if args.command == "kb":
-        from bot.knowledge.cli import run as run_kb
-
+    if args.command in ("kb", "eval"):
+        module = "bot.knowledge.cli" if args.command == "kb" else "bot.evaluation.cli"
         try:
-            return run_kb(config, args)
-        except ParleyError as exc:
-            print(f"parley: {exc}", file=sys.stderr)
-            return 2
-    if args.command == "eval":
-        from bot.evaluation.cli import run as run_eval
-
-        try:
-            return run_eval(config, args)
+            return int(importlib.import_module(module).run(config, args))
         except ParleyError as exc:
             print(f"parley: {exc}", file=sys.stderr)
             return 2
