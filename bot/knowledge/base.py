@@ -35,9 +35,9 @@ T = TypeVar("T")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_COLLECTION = "default"
-#: Words by which a message refers back to the one before ("and what does it cost?").
 #: A question that continues the one before ("and for the family plan?"), read with it.
 _CONTINUES = re.compile(r"^\s*(?:and|also|but|what about|how about)\b")
+#: Words by which a message refers back to the one before ("and what does it cost?").
 _FOLLOW_UP = re.compile(
     r"^\s*(?:and|also|but|so|what about|how about)\b"
     r"|\b(?:it|its|it's|that|this|those|these|them|they|there|then|one|too)\b"
@@ -209,6 +209,8 @@ class Knowledge:
             return Retrieval(query, (), False)
         # The model reads a misspelt word as unrelated pieces: "pasword" is "pas", "##word".
         spellchecked = self.retriever.keywords.spellchecked
+        # The free mode quotes no sentences, so it has no use for the question's parts.
+        split = split and self.config.answer_mode != "free"
         parts = question_parts(query) if split else [query]
         # The whole question, then each of its parts when it has several.
         texts = [query, *parts] if len(parts) > 1 else [query]
@@ -237,7 +239,10 @@ class Knowledge:
         best: dict[int, Sentence] = {}
         for sentence in ranked[0]:
             best.setdefault(sentence.passage.id, sentence)
-        hits = tuple(sorted(hits, key=lambda h: -best[h.passage.id].score))
+        # (A section with no sentence, only a heading, goes last.)
+        hits = tuple(
+            sorted(hits, key=lambda h: -best[h.passage.id].score if h.passage.id in best else 1e9)
+        )
         # A second article about as close to the question as the first (by the margin a
         # second source is cited with) may be the one that answers: it adds its best sentence.
         second = None
@@ -248,7 +253,9 @@ class Knowledge:
                 (
                     best[hit.passage.id]
                     for hit in hits
-                    if hit.passage.source != first and hit.similarity >= top - CITE_MARGIN
+                    if hit.passage.source != first
+                    and hit.similarity >= top - CITE_MARGIN
+                    and hit.passage.id in best
                 ),
                 None,
             )
@@ -311,8 +318,10 @@ class KnowledgeBase:
             if report.changed:
                 log.info("knowledge base updated: %s", report)
         if len(self.knowledge):
-            # Load the embedding model now, not on the first customer's question.
+            # Load the embedding model, and embed the off-topic examples, now, not on the
+            # first customer's question.
             self.knowledge.embedder.encode(["warm up"])
+            _ = self.knowledge.scope
 
     async def close(self) -> None:
         self._closed = True

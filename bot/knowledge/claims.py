@@ -357,11 +357,18 @@ class StreamCheck:
 
     def __init__(self, evidence: Evidence) -> None:
         self.evidence = evidence
+        self._complete = ""
+        self._shown = ""
 
     def update(self, text: str) -> str:
         ends = [match.end() for match in _SENTENCE_END.finditer(text)]
         # What follows the last sentence end may still be being written.
-        return check(text[: ends[-1]] if ends else "", self.evidence).text
+        complete = text[: ends[-1]] if ends else ""
+        # Called for every token: check again only when a sentence has ended.
+        if complete != self._complete:
+            self._complete = complete
+            self._shown = check(complete, self.evidence).text
+        return self._shown
 
     def final(self, text: str) -> Checked:
         return check(text, self.evidence)
