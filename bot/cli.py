@@ -10,7 +10,7 @@ import importlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bot.config import Config, load_config
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "report":
         from bot.report import build_report, format_report
 
-        print(format_report(build_report(config.store.path, args.days)))
+        print(format_report(build_report(config.store.path, args.days, encode=_encoder(config))))
         return 0
     try:
         if args.command == "chat":
@@ -305,3 +305,17 @@ async def _start_ops(config: Config, service: Service, adapters: list[Any]) -> O
         )
         return None
     return ops
+
+
+def _encoder(config: Config) -> Callable[[list[str]], Any] | None:
+    """The knowledge base's embedding model, to group the report's questions by meaning; None
+    (grouped by wording) when it cannot be loaded."""
+    from bot.knowledge.embed import Embedder
+
+    try:
+        embedder = Embedder(config.knowledge.embedding_model)
+        embedder.encode(["warm up"])
+    except Exception as exc:  # the report is still worth having
+        print(f"parley report: grouping by wording only ({exc})", file=sys.stderr)
+        return None
+    return embedder.encode

@@ -103,6 +103,17 @@ class RemoteConfig:
 
 
 @dataclass(frozen=True)
+class DecisionConfig:
+    """The don't-know's weights (bot/knowledge/scope.py), as ``parley eval --tune`` prints
+    them; the defaults are fitted on the sample knowledge base's golden set."""
+
+    similarity: float = 3.12
+    margin: float = 9.04
+    coverage: float = 1.17
+    bias: float = 0.72
+
+
+@dataclass(frozen=True)
 class KnowledgeConfig:
     enabled: bool = True
     paths: list[str] = field(default_factory=lambda: ["config/knowledge"])
@@ -111,14 +122,14 @@ class KnowledgeConfig:
     answer_mode: Literal["extractive", "grounded", "free"] = "extractive"
     answer_sentences: int = 3
     min_score: float = 0.26
-    min_margin: float = -0.01
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
     off_topic: list[str] = field(default_factory=list)
     max_sources: int = 2
     embedding_model: str = "bundled"
     dont_know_message: str = (
         "I'm sorry, I don't know the answer to that one, and I'd rather not guess."
-        " Would you like me to bring in someone from our support team?"
     )
+    help_topics: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

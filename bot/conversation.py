@@ -33,9 +33,10 @@ from bot.knowledge.cite import (
 from bot.knowledge.claims import Evidence, StreamCheck
 from bot.knowledge.grounding import Extract, compose
 from bot.knowledge.index import Source
-from bot.knowledge.retrieve import Retrieval, small_talk
+from bot.knowledge.retrieve import Retrieval
 from bot.metrics import Metrics
 from bot.reply import Reply
+from bot.small_talk import reply_to, small_talk
 from bot.store import Status, Store, Turn
 from bot.text import clean_output
 
@@ -48,6 +49,9 @@ log = logging.getLogger(__name__)
 
 APOLOGY = "Sorry, something went wrong while I was answering. Please try again in a moment."
 BUSY = "I'm answering a lot of questions right now. Please try again in a moment."
+#: After the don't-know: what the bot can help with, and a person (a "yes" hands off).
+CAN_HELP_WITH = "I can help with questions about {topics}."
+OFFER_A_PERSON = "Would you like me to bring in someone from our support team? Just say yes."
 EMPTY_ANSWER = "Sorry, I don't have an answer to that. Could you rephrase the question?"
 CUT_TO_WINDOW = "(Your message was too long for me to read whole; I answered its beginning.)"
 SHUTTING_DOWN = "(I have to stop here: the service is restarting. Please ask again in a minute.)"
@@ -257,13 +261,17 @@ class ConversationManager:
             self.metrics.errors.labels("store").inc()
             await reply.fail(STORE_DOWN)
             return Answer(job.text, STORE_DOWN, "failed")
+        # With a knowledge base, "thanks!" gets a written reply: no search, no don't-know.
+        chat = small_talk(job.text) if self.knowledge is not None else None
+        if chat is not None:
+            return await self._small_talk(job, chat)
         retrieval = await self._retrieve(job, history)
         if retrieval is not None and not retrieval.confident:
-            return await self._dont_know(job)
+            return await self._dont_know(job, retrieval)
         # Outside the "free" answer mode the answer rests on the sentences found, only.
         found = retrieval.extract if retrieval is not None else None
         if found is not None and not found.sentences:
-            return await self._dont_know(job)
+            return await self._dont_know(job, retrieval)
         mode = self.knowledge.config.answer_mode if self.knowledge is not None else "free"
         if found is not None and mode == "extractive":
             return await self._quote(job, found, taken)
@@ -272,7 +280,7 @@ class ConversationManager:
             self.build_prompt, history, job.text, event.context, system, retrieval, found
         )
         # Outside "free", whatever the model writes is checked: against the sentences found,
-        # or, for small talk (and an empty knowledge base), against the conversation alone.
+        # or, with an empty knowledge base, against the conversation alone.
         checker = None
         if mode != "free" and self.knowledge is not None:
             checker = StreamCheck(self._evidence(found, history, job.text, system))
@@ -326,7 +334,7 @@ class ConversationManager:
                 )
             answer = checked.text
             if not answer:
-                return await self._dont_know(job)
+                return await self._dont_know(job, retrieval)
             if found is not None:
                 cited, sources = list(found.sections), found.sources
         elif retrieval is not None and answer and self.knowledge is not None:
@@ -339,6 +347,13 @@ class ConversationManager:
         self.metrics.reply_latency.observe(time.monotonic() - taken)
         await self._record_answer(event.key, shown, reply)
         return Answer(job.text, shown, "answered", sources)
+
+    async def _small_talk(self, job: _Job, kind: str) -> Answer:
+        name = (job.settings and job.settings.persona) or self.bot.name
+        text = reply_to(kind, name, self.bot.company)
+        await job.reply.finish("\n\n".join([text, *job.notes]))
+        await self._record_answer(job.event.key, text, job.reply)
+        return Answer(job.text, text, "answered")
 
     async def _quote(self, job: _Job, found: Extract, taken: float) -> Answer:
         """The extractive answer: the knowledge base's own sentences, and where they are from."""
@@ -362,9 +377,9 @@ class ConversationManager:
 
     async def _retrieve(self, job: _Job, history: Sequence[Turn]) -> Retrieval | None:
         """The passages for this message; None when the knowledge base has no say in it (none
-        configured, an empty index, or small talk such as "thanks!")."""
+        configured, or an empty index)."""
         knowledge = self.knowledge
-        if knowledge is None or not knowledge.size or small_talk(job.text):
+        if knowledge is None or not knowledge.size:
             return None
         previous = next((t.content for t in reversed(history) if t.role == "user"), None)
         collections = job.settings.knowledge if job.settings else []
@@ -376,9 +391,26 @@ class ConversationManager:
             self.metrics.errors.labels("knowledge").inc()
             return Retrieval(job.text, (), False)
 
-    async def _dont_know(self, job: _Job) -> Answer:
+    def _dont_know_text(self, retrieval: Retrieval | None) -> str:
+        """The don't-know, and in one line what the bot can help with: the configured topics,
+        else the titles of the articles closest to the question."""
         assert self.knowledge is not None
-        text = self.knowledge.config.dont_know_message
+        config = self.knowledge.config
+        topics = list(config.help_topics)
+        if not topics and retrieval is not None:
+            topics = list(dict.fromkeys(s.title for s in retrieval.sources() if s.title))[:3]
+        if not topics and self.bot.company:
+            topics = [self.bot.company]
+        if not topics:
+            return config.dont_know_message
+        listed = topics[0] if len(topics) == 1 else f"{', '.join(topics[:-1])} and {topics[-1]}"
+        return f"{config.dont_know_message}\n{CAN_HELP_WITH.format(topics=listed)}"
+
+    async def _dont_know(self, job: _Job, retrieval: Retrieval | None = None) -> Answer:
+        """Say so, with what the bot can help with; recorded as a don't-know, which `parley
+        report` lists as a gap in the knowledge base. Offers a person, or hands over to one
+        after ``dont_knows_before_handoff`` of them in a row."""
+        text = self._dont_know_text(retrieval)
         limit = self.dont_knows_before_handoff
         if self.hand_off is not None and limit > 0:
             before = await self._dont_knows_in_a_row(job.event.key, limit)
@@ -386,6 +418,8 @@ class ConversationManager:
                 await self.hand_off(job.event.key, job.reply, "didn't know, again", text)
                 await self._record_answer(job.event.key, text, job.reply, "dont_know")
                 return Answer(job.text, text, "dont_know")
+        if self.hand_off is not None:
+            text = f"{text}\n{OFFER_A_PERSON}"
         await job.reply.finish("\n\n".join([text, *job.notes]))
         await self._record_answer(job.event.key, text, job.reply, "dont_know")
         return Answer(job.text, text, "dont_know")

@@ -1,17 +1,38 @@
 """`parley report`: what the bot did over a period, and what to fix in the knowledge base.
 
 Reads the SQLite database directly, read-only, so it can run beside a live service (WAL lets
-readers and the writer work at once).
+readers and the writer work at once). The questions the bot did not know (or whose answer got a
+👎) are the knowledge base's gaps; customers ask one thing many ways, so they are grouped by
+meaning (the knowledge base's embedding model, agglomerative clustering from scikit-learn),
+the largest group first.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Report", "build_report", "format_report"]
+import numpy as np
+
+__all__ = ["Gap", "Report", "build_report", "format_report", "group"]
+
+#: Questions at least this similar (cosine) on average are one gap.
+SAME_GAP = 0.5
+#: Distinct wordings grouped at most, the most asked first (clustering takes their square).
+MAX_GROUPED = 2000
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Questions that ask one thing: the wording asked most, how often, and the others."""
+
+    question: str
+    count: int
+    others: tuple[str, ...] = ()
 
 
 @dataclass
@@ -25,11 +46,45 @@ class Report:
     handoffs: int = 0
     thumbs_up: int = 0
     thumbs_down: int = 0
-    #: (question, how often it got a 👎 or a don't-know), most frequent first.
-    to_improve: list[tuple[str, int]] = field(default_factory=list)
+    #: The questions that got a 👎 or a don't-know, grouped, the largest group first.
+    gaps: list[Gap] = field(default_factory=list)
 
 
-def build_report(path: str | Path, days: float = 7.0, top: int = 10) -> Report:
+def group(
+    questions: Sequence[str], encode: Callable[[list[str]], np.ndarray] | None = None
+) -> list[Gap]:
+    """``questions`` grouped by meaning with ``encode`` (unit vectors), else by wording; the
+    largest group first."""
+    wordings = Counter(" ".join(q.lower().split()) for q in questions)
+    distinct = sorted(wordings, key=lambda q: (-wordings[q], q))[:MAX_GROUPED]
+    if encode is None or len(distinct) < 2:
+        labels = list(range(len(distinct)))
+    else:
+        from sklearn.cluster import AgglomerativeClustering
+
+        clustering = AgglomerativeClustering(
+            n_clusters=None,
+            metric="cosine",
+            linkage="average",
+            distance_threshold=1 - SAME_GAP,
+        )
+        labels = [int(label) for label in clustering.fit_predict(encode(distinct))]
+    members: dict[int, list[str]] = {}
+    for label, wording in zip(labels, distinct, strict=True):
+        members.setdefault(label, []).append(wording)  # most asked first
+    gaps = [
+        Gap(found[0], sum(wordings[w] for w in found), tuple(found[1:]))
+        for found in members.values()
+    ]
+    return sorted(gaps, key=lambda gap: (-gap.count, gap.question))
+
+
+def build_report(
+    path: str | Path,
+    days: float = 7.0,
+    top: int = 10,
+    encode: Callable[[list[str]], np.ndarray] | None = None,
+) -> Report:
     since = time.time() - days * 86400
     report = Report(days)
     if not Path(path).exists():
@@ -62,24 +117,23 @@ def build_report(path: str | Path, days: float = 7.0, top: int = 10) -> Report:
         report.thumbs_down = one(
             "SELECT COUNT(*) FROM feedback WHERE rating = 'down' AND created_at >= ?"
         )
-        # The question before each 👎 answer or don't-know, grouped by its wording.
+        # The question before each 👎 answer or don't-know.
         rows = db.execute(
             """
-            SELECT question, COUNT(*) AS n FROM (
-                SELECT lower(trim(question)) AS question FROM feedback
+            SELECT question FROM (
+                SELECT trim(question) AS question FROM feedback
                  WHERE rating = 'down' AND created_at >= :since
                 UNION ALL
-                SELECT lower(trim((SELECT q.content FROM messages q
-                                    WHERE q.conversation = a.conversation AND q.role = 'user'
-                                      AND q.id < a.id ORDER BY q.id DESC LIMIT 1)))
+                SELECT trim((SELECT q.content FROM messages q
+                              WHERE q.conversation = a.conversation AND q.role = 'user'
+                                AND q.id < a.id ORDER BY q.id DESC LIMIT 1))
                   FROM messages a
                  WHERE a.role = 'assistant' AND a.status = 'dont_know' AND a.created_at >= :since
             ) WHERE question IS NOT NULL AND question != ''
-            GROUP BY question ORDER BY n DESC, question LIMIT :top
             """,
-            {"since": since, "top": top},
+            {"since": since},
         ).fetchall()
-        report.to_improve = [(question, count) for question, count in rows]
+        report.gaps = group([question for (question,) in rows], encode)[:top]
     except sqlite3.OperationalError as exc:
         if "no such table" not in str(exc):
             raise
@@ -107,7 +161,15 @@ def format_report(report: Report) -> str:
         f"  👍 / 👎              {report.thumbs_up} / {report.thumbs_down}"
         f"  ({_rate(report.thumbs_up, rated)} positive)",
     ]
-    if report.to_improve:
-        lines += ["", "Questions to improve the knowledge base for (👎 or don't-know):"]
-        lines += [f"  {count:>4}  {question}" for question, count in report.to_improve]
+    if report.gaps:
+        lines += [
+            "",
+            "Gaps in the knowledge base (questions it didn't know or got a 👎 for, similar ones"
+            " together, the largest group first):",
+        ]
+        for gap in report.gaps:
+            lines.append(f"  {gap.count:>4}  {gap.question}")
+            lines += [f"        · {other}" for other in gap.others[:3]]
+            if len(gap.others) > 3:
+                lines.append(f"        · and {len(gap.others) - 3} more")
     return "\n".join(lines)

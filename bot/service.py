@@ -23,6 +23,7 @@ from bot.metrics import Metrics
 from bot.policy import Decision, Policy, Verdict
 from bot.ratelimit import Limit, RateLimiter
 from bot.reply import Reply
+from bot.small_talk import accepts
 from bot.store import Rating, SQLiteStore, Store
 from bot.text import clean_input, cut
 
@@ -273,6 +274,10 @@ class Service:
             await self._record_quietly(event, text)
             await self.hand_off(event.key, reply, "asked for a human")
             return Outcome.HANDED_OFF, None
+        if accepts(text) and await self._offered_a_person(event.key):
+            await self._record_quietly(event, text)
+            await self.hand_off(event.key, reply, "accepted the offer of a person")
+            return Outcome.HANDED_OFF, None
         if command == "reset":
             await self.conversations.reset(event.key)
             await reply.finish(RESET_DONE)
@@ -301,6 +306,15 @@ class Service:
     def _asks_for_human(self, text: str) -> bool:
         lowered = " ".join(text.lower().split())
         return any(phrase.lower() in lowered for phrase in self.config.handoff.phrases)
+
+    async def _offered_a_person(self, key: ConversationKey) -> bool:
+        """Whether the bot's last answer here was a don't-know, which offers a person."""
+        try:
+            turns = await self.store.history(key, limit=2)
+        except StoreError:
+            return False
+        said = [turn for turn in turns if turn.role == "assistant"]
+        return bool(said) and said[-1].status == "dont_know"
 
     def is_staff(self, event: Event) -> bool:
         handoff = self.config.handoff

@@ -10,7 +10,7 @@ from pathlib import Path
 from adapters.memory import MemoryAdapter
 from bot.config import Config, HandoffConfig, LimitsConfig, StoreConfig
 from bot.events import ConversationKey
-from bot.report import build_report, format_report
+from bot.report import Gap, Report, build_report, format_report, group
 from bot.service import HANDOFF, RESUMED, Outcome, Service
 from bot.store import SQLiteStore
 from tests.scripted import ScriptedBackend
@@ -91,7 +91,7 @@ async def test_ratings_are_stored_with_question_and_answer_and_reported(tmp_path
     report = build_report(tmp_path / "parley.db", days=1)
     assert (report.conversations, report.questions, report.answers) == (1, 3, 2)
     assert (report.thumbs_up, report.thumbs_down, report.handoffs) == (1, 2, 1)
-    assert report.to_improve == [("where is my parcel?", 2)]
+    assert report.gaps == [Gap("where is my parcel?", 2)]
     text = format_report(report)
     assert "👍 / 👎              1 / 2  (33% positive)" in text
     assert "where is my parcel?" in text
@@ -108,3 +108,28 @@ def test_report_command_on_an_empty_database(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "last 30 days" in result.stdout and "conversations        0" in result.stdout
+
+
+def test_the_report_groups_the_gaps_by_meaning_largest_first() -> None:
+    from bot.knowledge.embed import Embedder
+
+    asked = [
+        "How do I get a refund?",
+        "can i get my money back",
+        "refund please",
+        "how do i get a refund?",
+        "is there wifi on board",
+        "Wifi on the ferry?",
+        "do you have a lifetime plan",
+    ]
+    gaps = group(asked, Embedder("bundled").encode)
+    assert gaps == [
+        Gap("how do i get a refund?", 4, ("can i get my money back", "refund please")),
+        Gap("is there wifi on board", 2, ("wifi on the ferry?",)),
+        Gap("do you have a lifetime plan", 1),
+    ]
+    # Without the embedding model, by wording only.
+    assert group(asked)[0] == Gap("how do i get a refund?", 2)
+    text = format_report(Report(7, gaps=gaps))
+    assert "Gaps in the knowledge base" in text
+    assert "     4  how do i get a refund?\n        · can i get my money back\n" in text

@@ -63,13 +63,13 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--tune",
         action="store_true",
-        help="print the don't-know thresholds (min_score, min_margin) that suit this golden set",
+        help="fit the don't-know decision ([knowledge.decision]) to this golden set and print it",
     )
     parser.add_argument(
         "--max-refused",
         type=float,
-        default=0.05,
-        help="with --tune: the share of answerable questions it may refuse (0.05)",
+        default=0.10,
+        help="with --tune: the share of answerable questions it may refuse (0.10)",
     )
 
 
@@ -122,26 +122,31 @@ def run(config: Config, args: argparse.Namespace) -> int:
 
 def _print_tuning(config: Config, results: list[Result], max_refused: float) -> None:
     knowledge = config.knowledge
-    now = refusals(results, knowledge.min_score, knowledge.min_margin)
-    tuning = tune(results, max_refused)
+    now = refusals(results, knowledge.decision, knowledge.min_score)
+    tuning = tune(results, knowledge.min_score, max_refused)
     print()
     if tuning is None:
         print(
-            "--tune needs answerable and out-of-scope questions, and thresholds that refuse at"
+            "--tune needs answerable and out-of-scope questions, and a decision that refuses at"
             f" most {max_refused:.0%} of the answerable ones."
         )
         return
     print(
-        f"Don't-know thresholds for these articles. Now (min_score {knowledge.min_score:.2f},"
-        f" min_margin {knowledge.min_margin:.2f}): out of scope caught {now[0]:.2f}, answerable"
-        f" refused {now[1]:.2f}. Tuned: caught {tuning.dont_know_recall:.2f}, refused"
+        f"The don't-know for these articles. Now: out of scope caught {now[0]:.2f}, answerable"
+        f" refused {now[1]:.2f}. Fitted: caught {tuning.dont_know_recall:.2f}, refused"
         f" {tuning.refused:.2f}."
     )
-    halves = cross_validate(results, max_refused)
+    halves = cross_validate(results, knowledge.min_score, max_refused)
     if halves is not None:
         print(
-            f"Tuned on one half of the set and measured on the other: caught {halves[0]:.2f},"
+            f"Fitted on one half of the set and measured on the other: caught {halves[0]:.2f},"
             f" refused {halves[1]:.2f} (what to expect on new questions)."
         )
-    print("Paste into your config file:\n")
+    if now[0] - now[1] >= tuning.dont_know_recall - tuning.refused:
+        print(
+            "The decision you have does at least as well on these questions: keep it. The"
+            " fitted one, for reference:\n"
+        )
+    else:
+        print("Paste into your config file:\n")
     print(tuning.config_lines())

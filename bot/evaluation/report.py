@@ -12,6 +12,7 @@ from typing import Any
 
 from bot.evaluation.run import Result
 from bot.evaluation.score import LABELS, LOWER_IS_BETTER, Figures, verdict
+from bot.knowledge.scope import Signals
 
 __all__ = ["table", "write_html", "write_json"]
 
@@ -54,7 +55,16 @@ def _row(result: Result) -> dict[str, Any]:
         "answer_s": round(result.seconds, 3),
         "ok": ok,
         "why": why,
+        # The don't-know's signals, to see why a question was (not) answered, or refit by hand.
+        "signals": _signals(result.signals),
     }
+
+
+def _signals(signals: Signals | None) -> dict[str, Any] | None:
+    if signals is None:
+        return None
+    rounded = {name: round(value, 4) for name, value in signals.values().items()}
+    return {**rounded, "off_topic_kind": signals.kind, "off_topic_example": signals.example}
 
 
 def write_json(

@@ -26,6 +26,7 @@ from bot.knowledge.cite import strip_sources
 from bot.knowledge.claims import Evidence, Specific, has_fact, unsupported
 from bot.knowledge.embed import Embedder
 from bot.knowledge.index import Source
+from bot.knowledge.scope import Signals
 from bot.service import Outcome, Service, build_backend, build_store
 
 __all__ = ["Result", "eval_config", "evaluate", "names"]
@@ -43,10 +44,8 @@ class Result:
     unsupported: tuple[Specific, ...]
     first_text: float  # seconds to the first text the customer sees
     seconds: float  # seconds to the whole answer
-    # The don't-know's signals (bot.knowledge.scope), for --tune: the closest passage's
-    # similarity and the closest off-topic example's (-1 where nothing was found).
-    similarity: float = -1.0
-    off_topic: float = -1.0
+    # The don't-know's signals (bot.knowledge.scope), for --tune; None where nothing was found.
+    signals: Signals | None = None
 
     @property
     def refused(self) -> bool:
@@ -206,6 +205,5 @@ async def _ask(
         unsupported=tuple(unsupported(strip_sources(reply.text), said)),
         first_text=reply.first if reply.first is not None else seconds,
         seconds=seconds,
-        similarity=judgement.similarity if judgement is not None else -1.0,
-        off_topic=judgement.off_topic if judgement is not None else -1.0,
+        signals=judgement.signals if judgement is not None else None,
     )

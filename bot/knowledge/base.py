@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +24,8 @@ from bot.knowledge.embed import Embedder
 from bot.knowledge.grounding import Sentence, SentenceScorer, choose, question_parts
 from bot.knowledge.index import PassageIndex, SourceInfo
 from bot.knowledge.ingest import collect, read_document
-from bot.knowledge.retrieve import Retrieval, Retriever
-from bot.knowledge.scope import Scope, off_topic_examples
+from bot.knowledge.retrieve import Hit, Retrieval, Retriever
+from bot.knowledge.scope import Judgement, Scope, coverage, off_topic_examples
 
 __all__ = ["IngestReport", "Knowledge", "KnowledgeBase", "resolve"]
 
@@ -112,7 +112,7 @@ class Knowledge:
     def scope(self) -> Scope:
         if self._scope is None:
             examples = off_topic_examples(self.company, self.config.off_topic)
-            self._scope = Scope(examples, self.embedder.encode(examples))
+            self._scope = Scope(examples, self.embedder.encode([text for _, text in examples]))
         return self._scope
 
     def open(self) -> None:
@@ -218,13 +218,9 @@ class Knowledge:
         hits = tuple(self.retriever.search(query, vectors[0], k, collections))
         if not hits:
             return Retrieval(query, hits, False)
-        config = self.config
-        judgement = self.scope.judge(
-            vectors[0], max(h.similarity for h in hits), config.min_score, config.min_margin
-        )
-        confident = judgement.answerable
-        if config.answer_mode == "free":
-            return Retrieval(query, hits, confident, judgement=judgement)
+        if self.config.answer_mode == "free":
+            judgement = self._judge(query, vectors[0], hits, hits[0].passage.text)
+            return Retrieval(query, hits, judgement.answerable, judgement=judgement)
         # Each part of the question brings its own passages: "how much is it" and "can I
         # pause it" are answered in different articles.
         found = {h.passage.id: h for h in hits}
@@ -260,7 +256,18 @@ class Knowledge:
                 None,
             )
         extract = choose(ranked, self.config.answer_sentences, self.scorer.units, second)
-        return Retrieval(query, hits, confident, extract, judgement)
+        quoted = " ".join(sentence.unit.text for sentence in extract.sentences)
+        judgement = self._judge(query, vectors[0], hits, quoted)
+        return Retrieval(query, hits, judgement.answerable, extract, judgement)
+
+    def _judge(
+        self, query: str, vector: np.ndarray, hits: Sequence[Hit], evidence: str
+    ) -> Judgement:
+        """Whether the ``evidence`` found for ``query`` answers it (:mod:`scope`)."""
+        terms = self.retriever.keywords.terms
+        covered = coverage(terms(query), terms(evidence))
+        signals = self.scope.signals(vector, max(h.similarity for h in hits), covered)
+        return Judgement(signals, self.config.decision, self.config.min_score)
 
     def retrieve(
         self, question: str, previous: str | None = None, collections: Collection[str] = ()

@@ -84,6 +84,11 @@ class Bm25Index:
         fixed = [self.correct(w) for w in found]
         return text if fixed == found else " ".join(fixed)
 
+    def terms(self, text: str) -> set[str]:
+        """The stemmed words of ``text`` that BM25 matches on: typos corrected, stop words
+        left out."""
+        return set(self._terms(self.corrected(text)))
+
     def scores(self, query: str) -> np.ndarray:
         """One BM25 score per passage (0 where no query word occurs)."""
         terms = self._terms(self.corrected(query))

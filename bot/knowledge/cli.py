@@ -64,18 +64,19 @@ def _search(knowledge: Knowledge, question: str, k: int, collections: list[str])
         print("The knowledge base is empty: add documents with 'parley kb ingest PATH…'.")
         return 1
     found = knowledge.search(question, k=k, collections=collections)
-    threshold = knowledge.config.min_score
     verdict = (
         "answers from these passages"
         if found.confident
         else "would say it doesn't know (and offer a human)"
     )
-    why = (
-        found.judgement.why
-        if found.judgement is not None
-        else f"best similarity {found.best_similarity:.2f}, min_score {threshold:.2f}"
-    )
-    print(f"The bot {verdict}: {why}.")
+    judgement = found.judgement
+    print(f"The bot {verdict}.")
+    if judgement is not None:
+        print(f"  {judgement.why}")
+        print(f"  {'signal':<10} {'value':>5}  {'term':>6}  vote")
+        for line in judgement.votes():
+            print(f"  {line}")
+        print(f"  {'bias':<10} {'':>5}  {judgement.decision.bias:>+6.2f}")
     print()
     print(f"{'#':>2}  {'fused':>6}  {'cosine':>6}  {'bm25':>5}  source")
     for n, hit in enumerate(found.hits, start=1):

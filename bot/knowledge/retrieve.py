@@ -2,13 +2,11 @@
 
 Ranks, not scores, are fused (BM25 scores and cosine similarities live on different scales):
 each passage scores ``sum(1 / (RRF_K + rank))`` over the two rankings. Whether the best
-passages answer the question at all is judged on an absolute scale instead: the cosine
-similarity of the closest one, against ``knowledge.min_score``.
+passages answer the question at all is judged on absolute scales instead (:mod:`scope`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
@@ -19,7 +17,7 @@ from bot.knowledge.grounding import Extract
 from bot.knowledge.index import Passage, Source
 from bot.knowledge.scope import Judgement
 
-__all__ = ["RRF_K", "Hit", "Retrieval", "Retriever", "small_talk"]
+__all__ = ["RRF_K", "Hit", "Retrieval", "Retriever"]
 
 #: The usual constant from Cormack et al.: damps the difference between the very top ranks.
 RRF_K = 60
@@ -40,8 +38,8 @@ class Hit:
 
 @dataclass(frozen=True, slots=True)
 class Retrieval:
-    """The passages found for a question, best first; ``confident`` when the best reaches the
-    threshold, i.e. the knowledge base seems to answer the question; ``extract`` the sentences
+    """The passages found for a question, best first; ``confident`` when the knowledge base
+    seems to answer the question (``judgement`` says why); ``extract`` the sentences
     of those passages that answer it (outside the "free" answer mode)."""
 
     query: str
@@ -110,16 +108,3 @@ class Retriever:
             Hit(self.passages[i], float(fused[i]), float(similarity[i]), float(keyword[i]))
             for i in best
         ]
-
-
-_SMALL_TALK = re.compile(
-    r"(?:(?:hi|hello|hey|hiya|howdy|yo|good (?:morning|afternoon|evening))(?: \w+)?"
-    r"|thanks?(?: you)?(?: (?:so|very) much| a lot)?(?: \w+)?|thx|ty|cheers|ok(?:ay)?|cool|great"
-    r"|perfect|awesome|got it|bye|goodbye|see you|have a nice day)"
-)
-
-
-def small_talk(text: str) -> bool:
-    """A greeting or a thank-you, which the model answers without the knowledge base."""
-    words = " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
-    return bool(words) and _SMALL_TALK.fullmatch(words) is not None

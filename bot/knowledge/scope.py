@@ -1,116 +1,204 @@
 """Whether the knowledge base answers a question at all, or the bot should say it doesn't know.
 
 One cosine threshold does not hold on a new knowledge base: a question about the company that
-no article answers ("who is your CEO?") shares its words with the articles and lands as close to
-them as many a real one. So a second signal weighs the question against *off-topic examples*:
-the kinds of question a support bot is asked and a help centre never answers (the weather, a
-poem, some code, jobs, the CEO, competitors, directions, advice), written once here and extended
-per company with ``knowledge.off_topic``. A question closer to one of them than to the articles,
-by more than ``knowledge.min_margin``, gets the don't-know; one the company's articles do answer
-("are you hiring?" with a careers page) is closer to those.
+no article answers ("who is your CEO?", "is there wifi on board?") shares its words with the
+articles and lands as close to them as many a real one. So the decision weighs three signals:
+
+- **similarity**: the question's cosine similarity to the closest passage;
+- **margin**: that less its similarity to the closest *off-topic example*, the kinds of request
+  a support bot gets and a help centre never answers (a task such as a poem or a script,
+  general knowledge, the company itself, another company, directions, advice), written once
+  here and extended per company with ``knowledge.off_topic``; the closest one names the kind;
+- **coverage**: the share of the question's words (stemmed, typos corrected, stop words left
+  out) that the sentences the answer would quote contain.
+
+A logistic regression over them (``knowledge.decision``: a weight each and a bias, fitted on
+the sample's golden set by ``parley eval --tune``, which fits a team's own the same way) gives
+the log-odds that the articles answer the question; below 0, or below ``knowledge.min_score``
+similarity, the bot says it doesn't know. Each signal is measured from a reference point, so
+the sign of its term says which way it voted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["OFF_TOPIC", "Judgement", "Scope", "off_topic_examples"]
+from bot.config import DecisionConfig
 
-OFF_TOPIC = (
-    "what's the weather like tomorrow",
-    "will it rain this weekend",
-    "write me a poem",
-    "write a song or a story for me",
-    "tell me a joke",
-    "write me a python script",
-    "write some code that does this for me",
-    "help me with my homework",
-    "who is the CEO of your company",
-    "who founded the company and who owns it",
-    "are you hiring, do you have job openings",
-    "how do I apply for a job with you",
-    "can I open a franchise or become a reseller",
-    "I want to partner with your company",
-    "is your competitor cheaper or better than you",
-    "what's your stock price, can I buy shares",
-    "how do I get to your office, give me directions",
-    "where is the nearest train station",
-    "give me a recipe",
-    "what is the capital of France",
-    "who won the game last night",
-    "what's in the news today",
-    "recommend a good movie or restaurant",
-    "translate this sentence into Spanish",
-    "what medicine should I take for my symptoms",
-    "can I sue someone, I need legal advice",
-    "what is the meaning of life",
-    "how old are you, are you a robot",
-)
+__all__ = [
+    "OFF_TOPIC",
+    "REFERENCE",
+    "SIGNALS",
+    "Judgement",
+    "Scope",
+    "Signals",
+    "coverage",
+    "off_topic_examples",
+]
+
+#: The off-topic examples by the kind of request they stand for.
+OFF_TOPIC: dict[str, tuple[str, ...]] = {
+    "a task": (
+        "write me a poem",
+        "write a song or a story for me",
+        "tell me a joke",
+        "write me a python script",
+        "write some code that does this for me",
+        "help me with my homework",
+        "give me a recipe",
+        "translate this sentence into Spanish",
+    ),
+    "general knowledge": (
+        "what's the weather like tomorrow",
+        "will it rain this weekend",
+        "what is the capital of France",
+        "who won the game last night",
+        "what's in the news today",
+        "recommend a good movie or restaurant",
+        "what is the meaning of life",
+    ),
+    "the company itself": (
+        "who is the CEO of your company",
+        "who founded the company and who owns it",
+        "are you hiring, do you have job openings",
+        "how do I apply for a job with you",
+        "can I open a franchise or become a reseller",
+        "I want to partner with your company",
+        "what's your stock price, can I buy shares",
+    ),
+    "another company": ("is your competitor cheaper or better than you",),
+    "directions": (
+        "how do I get to your office, give me directions",
+        "where is the nearest train station",
+    ),
+    "advice": (
+        "what medicine should I take for my symptoms",
+        "can I sue someone, I need legal advice",
+    ),
+    "small talk": ("how old are you, are you a robot",),
+}
 #: The same kinds of question with the company's name: a name every article repeats pulls such
 #: a question towards the articles.
-COMPANY_OFF_TOPIC = (
-    "who is the CEO of {company}",
-    "who runs {company}",
-    "is {company} hiring",
-    "what is {company}'s stock price",
-    "can I open a {company} franchise",
-    "is another company cheaper than {company}",
-)
+COMPANY_OFF_TOPIC: dict[str, tuple[str, ...]] = {
+    "the company itself": (
+        "who is the CEO of {company}",
+        "who runs {company}",
+        "is {company} hiring",
+        "what is {company}'s stock price",
+        "can I open a {company} franchise",
+    ),
+    "another company": ("is another company cheaper than {company}",),
+}
+EXTRA_KIND = "configured off-topic"
+
+SIGNALS = ("similarity", "margin", "coverage")
+#: Where each signal is neutral: its term in the log-odds is its weight times its distance from
+#: here, so the term's sign is the signal's vote. (About the middle of each signal's range on
+#: the golden sets; the bias absorbs the rest.)
+REFERENCE = {"similarity": 0.40, "margin": 0.10, "coverage": 0.50}
 
 
-def off_topic_examples(company: str, extra: Sequence[str] = ()) -> list[str]:
-    """The built-in examples, those naming ``company`` (when known), and ``extra``."""
-    named = [t.format(company=company) for t in COMPANY_OFF_TOPIC] if company.strip() else []
-    return [*OFF_TOPIC, *named, *extra]
+def off_topic_examples(company: str, extra: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """(kind, example): the built-in examples, those naming ``company`` (when known), and
+    ``extra``."""
+    found = [(kind, text) for kind, texts in OFF_TOPIC.items() for text in texts]
+    if company.strip():
+        found += [
+            (kind, text.format(company=company))
+            for kind, texts in COMPANY_OFF_TOPIC.items()
+            for text in texts
+        ]
+    return [*found, *((EXTRA_KIND, text) for text in extra)]
+
+
+def coverage(question: Collection[str], evidence: Collection[str]) -> float:
+    """The share of the question's terms the evidence contains; neutral for a question with
+    no term of its own ("how do I do that?")."""
+    if not question:
+        return REFERENCE["coverage"]
+    return sum(term in evidence for term in question) / len(question)
 
 
 @dataclass(frozen=True, slots=True)
-class Judgement:
-    answerable: bool
+class Signals:
     similarity: float  # of the closest passage
     off_topic: float  # of the closest off-topic example
     example: str  # that example
-    min_score: float
-    min_margin: float
+    kind: str  # its kind of request
+    coverage: float
 
     @property
     def margin(self) -> float:
         return self.similarity - self.off_topic
 
+    def values(self) -> dict[str, float]:
+        return {"similarity": self.similarity, "margin": self.margin, "coverage": self.coverage}
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    signals: Signals
+    decision: DecisionConfig
+    min_score: float
+
+    def terms(self) -> dict[str, float]:
+        """Each signal's term in the log-odds: positive votes for answering."""
+        values = self.signals.values()
+        return {
+            name: getattr(self.decision, name) * (values[name] - REFERENCE[name])
+            for name in SIGNALS
+        }
+
+    @property
+    def log_odds(self) -> float:
+        return self.decision.bias + sum(self.terms().values())
+
+    @property
+    def answerable(self) -> bool:
+        return self.signals.similarity >= self.min_score and self.log_odds >= 0
+
+    def votes(self) -> list[str]:
+        """One line per signal: its value, its term, and which way it voted."""
+        values = self.signals.values()
+        lines = []
+        for name, term in self.terms().items():
+            way = "answer" if term >= 0 else "don't know"
+            lines.append(f"{name:<10} {values[name]:>5.2f}  {term:>+6.2f}  {way}")
+        return lines
+
     @property
     def why(self) -> str:
-        if self.similarity < self.min_score:
-            return f"closest passage {self.similarity:.2f} < min_score {self.min_score:.2f}"
-        if self.margin < self.min_margin:
-            return (
-                f"closer to the off-topic example {self.example!r} ({self.off_topic:.2f}) than"
-                f" to the articles ({self.similarity:.2f}): margin {self.margin:.2f} <"
-                f" min_margin {self.min_margin:.2f}"
-            )
+        signals = self.signals
+        if signals.similarity < self.min_score:
+            return f"closest passage {signals.similarity:.2f} < min_score {self.min_score:.2f}"
+        closest = (
+            f"; closest off-topic request: {signals.kind}, {signals.example!r}"
+            if signals.example
+            else ""
+        )
         return (
-            f"closest passage {self.similarity:.2f} >= min_score {self.min_score:.2f}; margin"
-            f" over the off-topic examples {self.margin:.2f} >= min_margin {self.min_margin:.2f}"
+            f"log-odds {self.log_odds:+.2f} (similarity {signals.similarity:.2f}, margin"
+            f" {signals.margin:+.2f}, coverage {signals.coverage:.2f}){closest}"
         )
 
 
 class Scope:
-    """The off-topic examples' vectors, and the rule that weighs a question against them."""
+    """The off-topic examples' vectors, and the decision that weighs a question against them."""
 
-    def __init__(self, examples: Sequence[str], vectors: np.ndarray) -> None:
+    def __init__(self, examples: Sequence[tuple[str, str]], vectors: np.ndarray) -> None:
         self.examples = list(examples)
         self.vectors = vectors
 
-    def judge(
-        self, query_vector: np.ndarray, similarity: float, min_score: float, min_margin: float
-    ) -> Judgement:
-        """``similarity``: the question's to the closest passage of the knowledge base."""
-        off_topic, example = -1.0, ""
+    def signals(self, query_vector: np.ndarray, similarity: float, covered: float) -> Signals:
+        """``similarity``: the question's to the closest passage; ``covered``: the share of
+        its terms the evidence contains."""
+        off_topic, kind, example = -1.0, "", ""
         if self.examples:
             scores = self.vectors @ query_vector.astype(np.float32)
             best = int(np.argmax(scores))
-            off_topic, example = float(scores[best]), self.examples[best]
-        answerable = similarity >= min_score and similarity - off_topic >= min_margin
-        return Judgement(answerable, similarity, off_topic, example, min_score, min_margin)
+            off_topic = float(scores[best])
+            kind, example = self.examples[best]
+        return Signals(similarity, off_topic, example, kind, covered)
