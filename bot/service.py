@@ -166,13 +166,6 @@ class Service:
         except StoreError:
             log.exception("cannot check %s for a repeated delivery", marker)
             return False
-        marker = (event.platform, event.workspace, event.channel, event.message_id)
-        if marker in self._seen:
-            return True
-        self._seen[marker] = None
-        if len(self._seen) > 10_000:
-            self._seen.popitem(last=False)
-        return False
 
     async def handle(self, event: Event, reply: Reply) -> Outcome:
         """Answer ``event`` through ``reply``; returns once the answer is finished."""
