@@ -25,7 +25,14 @@ import discord
 import yarl
 from discord import app_commands
 
-from adapters.discord_reply import NO_PINGS, DiscordReply, InteractionSink, MessageSink
+from adapters.discord_reply import (
+    NO_PINGS,
+    DiscordReply,
+    InteractionSink,
+    MessageSink,
+    ResumedSink,
+    Sink,
+)
 from adapters.inflight import Inflight
 from bot.config import Config, DiscordConfig
 from bot.errors import ConfigError, PlatformError
@@ -221,6 +228,9 @@ class DiscordAdapter:
             self.client.event(handler)
         self.tree = app_commands.CommandTree(self.client)
         self._add_commands()
+        # Questions taken in are answered after a crash or a kill: recovered on each start.
+        service.resumable(PLATFORM, self._resume)
+        self._recovering = False
 
     async def run(self) -> None:
         token = self.config.secret(self.section.token_env)
@@ -298,6 +308,30 @@ class DiscordAdapter:
         log.info("connected to Discord as %s (%s)", user, getattr(user, "id", "?"))
         self._connected = True
         self.ready.set()
+        if not self._recovering:
+            self._recovering = True
+            self._inflight.track(asyncio.create_task(self._recover(), name="discord recovery"))
+
+    async def _recover(self) -> None:
+        """Answer the questions taken in before the last stop and left unanswered."""
+        try:
+            count = await self.service.recover(PLATFORM)
+            if count:
+                log.info("answered %d Discord question(s) left from before the restart", count)
+        except Exception:
+            log.exception("recovering the questions left from before the restart failed")
+        finally:
+            self._recovering = False
+
+    def _resume(self, event: Event, reply_id: str) -> Reply:
+        """The reply to ``event`` after a restart; finishing the message ``reply_id`` when
+        its answer was already posted in one."""
+        channel = self.client.get_partial_messageable(int(event.thread or event.channel))
+        reply = self._reply(ResumedSink(channel, int(event.message_id)))
+        if reply_id:
+            reply.posted.append(channel.get_partial_message(int(reply_id)))
+            reply.shown.append("")
+        return reply
 
     async def on_resumed(self) -> None:
         self._connected = True
@@ -332,7 +366,7 @@ class DiscordAdapter:
         )
         self._inflight.track(task)
 
-    def _reply(self, sink: MessageSink | InteractionSink) -> DiscordReply:
+    def _reply(self, sink: Sink) -> DiscordReply:
         return DiscordReply(sink, self.section.edit_interval, staff_roles=self._staff_roles)
 
     def _permitted(

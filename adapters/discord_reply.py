@@ -17,7 +17,7 @@ import discord
 from adapters.discord_split import LIMIT, split_message
 from adapters.throttled import ThrottledReply
 
-__all__ = ["NO_PINGS", "DiscordReply", "InteractionSink", "MessageSink", "Sink"]
+__all__ = ["NO_PINGS", "DiscordReply", "InteractionSink", "MessageSink", "ResumedSink", "Sink"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,30 @@ class MessageSink:
 
     async def typing(self) -> None:
         await self.message.channel.typing()
+
+
+class ResumedSink:
+    """Answers, after a restart, a message taken in before it: a reply to it in its channel or
+    thread, known by ids alone (nothing is fetched)."""
+
+    def __init__(self, channel: discord.PartialMessageable, message_id: int) -> None:
+        self.channel = channel
+        self.message_id = message_id
+
+    async def post(
+        self, text: str, first: bool, allowed: discord.AllowedMentions = NO_PINGS
+    ) -> Any:
+        if first:
+            reference = discord.MessageReference(
+                message_id=self.message_id, channel_id=self.channel.id, fail_if_not_exists=False
+            )
+            return await self.channel.send(
+                text, reference=reference, mention_author=False, allowed_mentions=allowed
+            )
+        return await self.channel.send(text, allowed_mentions=allowed)
+
+    async def typing(self) -> None:
+        await self.channel.typing()
 
 
 class InteractionSink:

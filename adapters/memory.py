@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from bot.events import Event
@@ -24,12 +25,16 @@ class MemoryReply:
     #: The "platform" id of this reply, which ratings refer to.
     message_id: str = ""
     handed_off: bool = False
+    #: As a platform's reply: called when its first message is "posted" (the first update).
+    on_posted: Callable[[], Awaitable[None]] | None = None
 
     async def start(self) -> None:
         self.started = True
 
     async def update(self, text: str) -> None:
         self.updates.append(text)
+        if len(self.updates) == 1 and self.on_posted is not None:
+            await self.on_posted()
 
     async def finish(self, text: str) -> None:
         self.text = text
@@ -55,11 +60,22 @@ class MemoryAdapter:
 
     name = "memory"
 
-    def __init__(self, service: Service, platform: str = "memory") -> None:
+    def __init__(self, service: Service, platform: str = "memory", durable: bool = False) -> None:
         self.service = service
         self.platform = platform
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The replies of events answered after a restart (``durable``), in order.
+        self.resumed: list[tuple[Event, MemoryReply]] = []
+        if durable:
+            service.resumable(platform, self.resume)
+
+    def resume(self, event: Event, reply_id: str) -> MemoryReply:
+        """The reply to an event taken in before a restart: its message ``reply_id`` when the
+        answer was already posted in one, else a new one."""
+        reply = MemoryReply(message_id=reply_id or f"resumed-{event.message_id}")
+        self.resumed.append((event, reply))
+        return reply
 
     def event(self, text: str, channel: str = "c1", user: str = "u1", **fields: object) -> Event:
         # Unique across adapters and restarts, as a platform's ids are (dedup is persistent).

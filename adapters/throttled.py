@@ -35,6 +35,9 @@ class ThrottledReply:
         #: The answer's messages (the platform's handles), and the text each one shows.
         self.posted: list[Any] = []
         self.shown: list[str] = []
+        #: Called once the answer's first message is posted (the service records its id, so
+        #: that a restart after a crash finishes that message instead of posting another).
+        self.on_posted: Callable[[], Awaitable[None]] | None = None
 
     async def start(self) -> None:
         """Generation begins; nothing to show yet by default."""
@@ -81,6 +84,8 @@ class ThrottledReply:
             else:
                 self.posted.append(await post(index, piece))
                 self.shown.append(piece)
+                if len(self.posted) == 1 and self.on_posted is not None:
+                    await self.on_posted()
         if final and pieces:
             while len(self.posted) > len(pieces):
                 extra = self.posted.pop()

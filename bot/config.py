@@ -141,6 +141,8 @@ class LimitsConfig:
     bot_messages_per_channel_minute: int = 20
     bot_turns_in_a_row: int = 3
     allow_bots: list[str] = field(default_factory=list)
+    recover_per_minute: float = 30.0
+    recover_within_minutes: float = 60.0
 
 
 @dataclass(frozen=True)

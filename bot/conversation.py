@@ -177,7 +177,7 @@ class ConversationManager:
         try:
             while queue:
                 job = queue.popleft()
-                answer = Answer(job.text, "", "failed")
+                answer: Answer | None = Answer(job.text, "", "failed")
                 try:
                     # Replicas sharing a store answer a conversation one message at a time.
                     async with self.store.conversation_lock(key):
@@ -190,10 +190,18 @@ class ConversationManager:
                         await job.reply.fail(STORE_DOWN)
                 except Exception:
                     log.exception("answering in %s failed", key)
+                except asyncio.CancelledError:
+                    # Cut short (a shutdown past its grace): not answered, so the inbox keeps
+                    # it for the restart to finish.
+                    answer = None
+                    raise
                 finally:
                     self._pending -= 1
                     if not job.done.done():
-                        job.done.set_result(answer)
+                        if answer is None:
+                            job.done.cancel()
+                        else:
+                            job.done.set_result(answer)
         finally:
             # Jobs left behind by a cancelled worker are released, not silently kept.
             while queue:
@@ -253,9 +261,14 @@ class ConversationManager:
         taken = time.monotonic()
         try:
             history = await self._history(event.key)
-            await self.store.append(
-                event.key, "user", job.text, user=event.user, message_id=event.message_id
-            )
+            # The same question, recorded and left unanswered (a crash before the answer, now
+            # answered after the restart), is not recorded twice.
+            if history and history[-1].role == "user" and history[-1].content == job.text:
+                history = history[:-1]
+            else:
+                await self.store.append(
+                    event.key, "user", job.text, user=event.user, message_id=event.message_id
+                )
         except StoreError:
             log.exception("cannot record a message in %s", event.key)
             self.metrics.errors.labels("store").inc()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -117,11 +118,20 @@ async def _store(config: Config) -> Check:
         await store.open()
         try:
             await store.check()
+            waiting, oldest = await store.inbox_count()
         finally:
             await store.close()
     except (ParleyError, OSError) as exc:
         return Check(what, False, str(exc))
-    return Check(what, True, "open and writable")
+    return Check(what, True, f"open and writable; {_inbox(waiting, oldest)}")
+
+
+def _inbox(waiting: int, oldest: datetime | None) -> str:
+    """Questions taken in and not answered: answered when Parley (re)starts."""
+    if not waiting or oldest is None:
+        return "inbox empty"
+    age = max(0, round((datetime.now(UTC) - oldest).total_seconds()))
+    return f"inbox: {waiting} question(s) waiting, the oldest {age} s old"
 
 
 def _describe(config: Config) -> str:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 __all__ = ["ConversationKey", "Event"]
 
@@ -62,3 +65,24 @@ class Event:
     @property
     def key(self) -> ConversationKey:
         return ConversationKey(self.platform, self.workspace, self.channel, self.thread)
+
+    @property
+    def marker(self) -> str:
+        """Names this delivery across retries and replicas ('' without a message id)."""
+        if not self.message_id:
+            return ""
+        return "/".join((self.platform, self.workspace, self.channel, self.message_id))
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["received_at"] = self.received_at.isoformat()
+        return json.dumps(data, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Event:
+        data: dict[str, Any] = json.loads(text)
+        data["received_at"] = datetime.fromisoformat(data["received_at"])
+        for name in ("roles", "parents"):
+            data[name] = tuple(data.get(name, ()))
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

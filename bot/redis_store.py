@@ -14,6 +14,8 @@ Keys, each under ``store.prefix`` (``parley:`` by default; ``{conv}`` is the con
 ``handoffs``                   list of handoffs started (JSON), for reports
 ``reply:{channel}/{reply_id}`` the answer posted as ``reply_id`` and its question (JSON)
 ``feedback``                   hash: ``[conv, reply_id, user]`` → rating (JSON)
+``inbox:{marker}``             hash: an event taken in, its state and its reply's message id
+``inbox``                      sorted set of the markers not answered yet, by time received
 =============================  =================================================================
 
 Ordering across replicas: :meth:`RedisStore.conversation_lock` takes ``lock:{conv}`` for one
@@ -41,8 +43,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from bot.errors import StoreError
-from bot.events import ConversationKey
-from bot.store import Rating, Role, Status, Store, Turn
+from bot.events import ConversationKey, Event
+from bot.store import INBOX_KEEP, InboxState, Rating, Role, Status, Store, Turn, Waiting
 
 __all__ = ["RedisStore", "mask_url"]
 
@@ -293,6 +295,54 @@ class RedisStore(Store):
             self._redis().set(self._key("seen", marker), 1, nx=True, px=max(1, int(ttl * 1000)))
         )
         return bool(taken)
+
+    async def inbox_add(self, event: Event) -> None:
+        entry = self._key("inbox", event.marker)
+        redis = self._redis()
+        if not await self._do(redis.hsetnx(entry, "event", event.to_json())):
+            return  # taken in already
+        received = event.received_at.timestamp()
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hset(entry, mapping={"state": "received", "reply_id": "", "received_at": received})
+            pipe.zadd(f"{self.prefix}inbox", {event.marker: received})
+            await self._do(pipe.execute())
+
+    async def inbox_mark(self, marker: str, state: InboxState, reply_id: str = "") -> None:
+        entry = self._key("inbox", marker)
+        async with self._redis().pipeline(transaction=True) as pipe:
+            pipe.hset(entry, "state", state)
+            if reply_id:
+                pipe.hset(entry, "reply_id", reply_id)
+            if state == "answered":
+                pipe.zrem(f"{self.prefix}inbox", marker)
+                pipe.expire(entry, int(INBOX_KEEP))
+            await self._do(pipe.execute())
+
+    async def inbox_waiting(self, limit: int = 1000) -> list[Waiting]:
+        redis = self._redis()
+        markers = await self._do(redis.zrange(f"{self.prefix}inbox", 0, limit - 1))
+        found = []
+        for marker in markers:
+            entry = await self._do(redis.hgetall(self._key("inbox", str(marker))))
+            values = {str(k): str(v) for k, v in entry.items()}  # (decoded already)
+            if "event" not in values or values.get("state") == "answered":
+                continue
+            found.append(
+                Waiting(
+                    Event.from_json(values["event"]),
+                    values.get("state", "received"),  # type: ignore[arg-type]
+                    values.get("reply_id", ""),
+                    datetime.fromtimestamp(float(values.get("received_at", 0)), UTC),
+                )
+            )
+        return found
+
+    async def inbox_count(self) -> tuple[int, datetime | None]:
+        redis = self._redis()
+        waiting = f"{self.prefix}inbox"
+        count = int(await self._do(redis.zcard(waiting)))
+        oldest = await self._do(redis.zrange(waiting, 0, 0, withscores=True))
+        return count, datetime.fromtimestamp(float(oldest[0][1]), UTC) if oldest else None
 
     async def count_questions(
         self, platform: str, workspace: str, user: str, since: datetime

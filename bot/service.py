@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -49,6 +49,13 @@ QUOTA = (
 )
 # Platforms redeliver within minutes (Slack retries, a Discord RESUME); a day is ample.
 DEDUP_SECONDS = 86400.0
+#: How long one replica holds an inbox entry it recovers, so that replicas starting together
+#: answer it once (longer than one answer takes; a replica that dies meanwhile lets it go).
+RECOVER_CLAIM_SECONDS = 120.0
+TOO_LATE = (
+    "Sorry, I couldn't answer this when you asked: I was restarting. If you still need help,"
+    " please ask again."
+)
 COMMANDS = {
     "human": "human",
     "!human": "human",
@@ -80,6 +87,15 @@ class Outcome(Enum):
     DENIED = "denied"
     QUOTA = "quota"
     LOOP_STOPPED = "loop_stopped"
+
+
+#: Builds the reply that answers an event after a restart: (event, id of the message its answer
+#: was already posted in, or '').
+Resume = Callable[[Event, str], Reply]
+
+
+def _reply_id(reply: Reply) -> str:
+    return str(getattr(reply, "message_id", "") or "")
 
 
 class Service:
@@ -118,6 +134,8 @@ class Service:
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self._quota_told: set[tuple[str, str, str, date]] = set()
         self._started = False
+        #: Platforms whose events are durable, and how each resumes one (resumable()).
+        self.resumers: dict[str, Resume] = {}
 
     async def start(self) -> None:
         if self._started:
@@ -172,10 +190,13 @@ class Service:
         outcome, _ = await self.answer(event, reply)
         return outcome
 
-    async def answer(self, event: Event, reply: Reply) -> tuple[Outcome, Answer | None]:
+    async def answer(
+        self, event: Event, reply: Reply, *, recovered: bool = False
+    ) -> tuple[Outcome, Answer | None]:
         """As :meth:`handle`, with the :class:`Answer` when the conversation manager gave one
-        (``parley eval`` reads its outcome and sources)."""
-        outcome, answer = await self._handle(event, reply)
+        (``parley eval`` reads its outcome and sources). ``recovered``: an inbox entry
+        answered after a restart (taken in before, so not a repeated delivery)."""
+        outcome, answer = await self._handle(event, reply, recovered)
         self.metrics.events.labels(event.platform, outcome.value).inc()
         return outcome, answer
 
@@ -231,7 +252,9 @@ class Service:
             await reply.finish(QUOTA.format(quota=settings.quota))
         return True
 
-    async def _handle(self, event: Event, reply: Reply) -> tuple[Outcome, Answer | None]:
+    async def _handle(
+        self, event: Event, reply: Reply, recovered: bool = False
+    ) -> tuple[Outcome, Answer | None]:
         if event.from_bot and event.user not in self.config.limits.allow_bots:
             return Outcome.IGNORED, None
         decision = await self._decide(event)
@@ -242,7 +265,7 @@ class Service:
             log.info("not answering %s in %s: %s", event.user, event.key, decision.reason)
             self.metrics.denied.labels(decision.verdict.value).inc()
             return Outcome.DENIED, None
-        if await self._duplicate(event):
+        if not recovered and await self._duplicate(event):
             log.info("ignoring a repeated delivery of %s", event.message_id)
             return Outcome.DUPLICATE, None
         if not self._loop_guard(event):
@@ -250,6 +273,73 @@ class Service:
                 "not answering bot %s in %s: too many bot turns in a row", event.user, event.key
             )
             return Outcome.LOOP_STOPPED, None
+        if not event.marker or event.platform not in self.resumers:
+            return await self._respond(event, reply, decision)
+        # Durable: taken into the inbox first, so a crash before the answer is finished leaves
+        # it there for the restart to answer (recover()).
+        await self._inbox(self.store.inbox_add(event))
+        if hasattr(reply, "on_posted"):
+            reply.on_posted = lambda: self._inbox(
+                self.store.inbox_mark(event.marker, "answering", _reply_id(reply))
+            )
+        result = await self._respond(event, reply, decision)
+        await self._inbox(self.store.inbox_mark(event.marker, "answered", _reply_id(reply)))
+        return result
+
+    async def _inbox(self, write: Awaitable[None]) -> None:
+        try:
+            await write
+        except StoreError:
+            # The answer goes on: only its recovery after a crash is lost.
+            log.exception("cannot record an event's progress in the inbox")
+            self.metrics.errors.labels("store").inc()
+
+    def resumable(self, platform: str, resume: Resume) -> None:
+        """Make ``platform``'s events durable: ``resume(event, reply_id)`` gives the reply that
+        answers an event after a restart, finishing the message ``reply_id`` when not ''."""
+        self.resumers[platform] = resume
+
+    async def recover(self, platform: str) -> int:
+        """Answer ``platform``'s events taken in but not answered when the service last stopped
+        (a crash, a kill, a deploy): oldest first, at most ``limits.recover_per_minute`` a
+        minute; those older than ``limits.recover_within_minutes`` get an apology instead.
+        Returns how many were answered or apologised to."""
+        resume = self.resumers[platform]
+        limits = self.config.limits
+        try:
+            waiting = [w for w in await self.store.inbox_waiting() if w.event.platform == platform]
+        except StoreError:
+            log.exception("cannot read the inbox: questions asked before the restart wait")
+            return 0
+        done = 0
+        for entry in waiting:
+            event = entry.event
+            # Replicas starting together: one of them answers each entry.
+            try:
+                if not await self.store.claim(f"recover/{event.marker}", RECOVER_CLAIM_SECONDS):
+                    continue
+            except StoreError:
+                log.exception("cannot claim %s for recovery", event.marker)
+                continue
+            if done and limits.recover_per_minute > 0:
+                await asyncio.sleep(60.0 / limits.recover_per_minute)
+            reply = resume(event, entry.reply_id)
+            age = datetime.now(UTC) - entry.received_at
+            if limits.recover_within_minutes > 0 and age > timedelta(
+                minutes=limits.recover_within_minutes
+            ):
+                log.info("apologising for %s, taken in %s ago", event.marker, age)
+                await reply.finish(TOO_LATE)
+                await self._inbox(self.store.inbox_mark(event.marker, "answered", _reply_id(reply)))
+            else:
+                log.info("answering %s, taken in before the restart", event.marker)
+                await self.answer(event, reply, recovered=True)
+            done += 1
+        return done
+
+    async def _respond(
+        self, event: Event, reply: Reply, decision: Decision
+    ) -> tuple[Outcome, Answer | None]:
         text = clean_input(event.text)
         if await self._handed_off(event.key):
             return await self._while_handed_off(event, text, reply), None

@@ -19,15 +19,19 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from bot.errors import StoreError
-from bot.events import ConversationKey
+from bot.events import ConversationKey, Event
 
-__all__ = ["Rating", "SQLiteStore", "Store", "Turn"]
+__all__ = ["InboxState", "Rating", "SQLiteStore", "Store", "Turn", "Waiting"]
 
 Role = Literal["user", "assistant"]
 # "dont_know": the bot found nothing to answer from and said so.
 Status = Literal["complete", "partial", "failed", "dont_know"]
 Rating = Literal["up", "down"]
+#: An inbox entry's progress: taken in, being answered, answered (or given up on).
+InboxState = Literal["received", "answering", "answered"]
 T = TypeVar("T")
+#: Answered inbox entries are kept this long (seconds), then dropped.
+INBOX_KEEP = 86400.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -54,6 +58,17 @@ CREATE TABLE IF NOT EXISTS handoffs (
 -- Deliveries already taken, so a platform's retry or redelivery is never answered twice.
 CREATE TABLE IF NOT EXISTS seen (marker TEXT PRIMARY KEY, expires_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS handoffs_open ON handoffs (conversation) WHERE ended_at IS NULL;
+-- Every addressed event, from when it is taken in until it is answered: what a restart after a
+-- crash answers. reply_id: the message posted for its answer so far, which a restart edits.
+CREATE TABLE IF NOT EXISTS inbox (
+    marker TEXT PRIMARY KEY,
+    event TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'received',
+    reply_id TEXT NOT NULL DEFAULT '',
+    received_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inbox_waiting ON inbox (received_at) WHERE state != 'answered';
 -- A rating of one bot answer, with what was asked and answered at the time.
 CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -75,6 +90,16 @@ class Turn:
     content: str
     created_at: datetime
     status: Status = "complete"
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """An event taken in and not answered yet: the service stopped before it was."""
+
+    event: Event
+    state: InboxState
+    reply_id: str  # the message posted for its answer so far; '' when none
+    received_at: datetime
 
 
 class Store(ABC):
@@ -137,6 +162,22 @@ class Store(ABC):
     ) -> bool:
         """Rate the bot answer posted as ``reply_id`` somewhere in ``scope``'s channel (its
         thread is ignored: reactions do not say it). False when no such answer is known."""
+
+    @abstractmethod
+    async def inbox_add(self, event: Event) -> None:
+        """Take ``event`` (one with a ``marker``) into the inbox, unless it is there already."""
+
+    @abstractmethod
+    async def inbox_mark(self, marker: str, state: InboxState, reply_id: str = "") -> None:
+        """Record an entry's progress (and, when given, the message its answer is in)."""
+
+    @abstractmethod
+    async def inbox_waiting(self, limit: int = 1000) -> list[Waiting]:
+        """Entries not answered yet, oldest first."""
+
+    @abstractmethod
+    async def inbox_count(self) -> tuple[int, datetime | None]:
+        """How many entries wait to be answered, and when the oldest was received."""
 
     def conversation_lock(
         self, key: ConversationKey
@@ -258,6 +299,58 @@ class SQLiteStore(Store):
             return cursor.rowcount == 1
 
         return await self._run(write)
+
+    async def inbox_add(self, event: Event) -> None:
+        now = time.time()
+        row = (event.marker, event.to_json(), event.received_at.timestamp(), now)
+
+        def write() -> None:
+            db = self._conn()
+            db.execute(
+                "INSERT OR IGNORE INTO inbox (marker, event, received_at, updated_at)"
+                " VALUES (?, ?, ?, ?)",
+                row,
+            )
+            db.execute(
+                "DELETE FROM inbox WHERE state = 'answered' AND updated_at < ?", (now - INBOX_KEEP,)
+            )
+
+        await self._run(write)
+
+    async def inbox_mark(self, marker: str, state: InboxState, reply_id: str = "") -> None:
+        row = (state, reply_id, time.time(), marker)
+        await self._run(
+            lambda: self._conn().execute(
+                "UPDATE inbox SET state = ?, reply_id = COALESCE(NULLIF(?, ''), reply_id),"
+                " updated_at = ? WHERE marker = ?",
+                row,
+            )
+        )
+
+    async def inbox_waiting(self, limit: int = 1000) -> list[Waiting]:
+        def query() -> list[Waiting]:
+            rows = self._conn().execute(
+                "SELECT event, state, reply_id, received_at FROM inbox WHERE state != 'answered'"
+                " ORDER BY received_at, marker LIMIT ?",
+                (limit,),
+            )
+            return [
+                Waiting(Event.from_json(event), state, reply_id, datetime.fromtimestamp(ts, UTC))
+                for event, state, reply_id, ts in rows.fetchall()
+            ]
+
+        return await self._run(query)
+
+    async def inbox_count(self) -> tuple[int, datetime | None]:
+        def query() -> tuple[int, datetime | None]:
+            count, oldest = (
+                self._conn()
+                .execute("SELECT COUNT(*), MIN(received_at) FROM inbox WHERE state != 'answered'")
+                .fetchone()
+            )
+            return int(count), datetime.fromtimestamp(oldest, UTC) if oldest is not None else None
+
+        return await self._run(query)
 
     async def count_questions(
         self, platform: str, workspace: str, user: str, since: datetime

@@ -20,7 +20,7 @@ from adapters.discord import NOT_HERE, DiscordAdapter, create, enabled, readable
 from adapters.discord_split import split_message
 from bot.config import Config, DiscordConfig, HandoffConfig, OpsConfig, PolicyConfig
 from bot.errors import ConfigError, PlatformError
-from bot.events import ConversationKey
+from bot.events import ConversationKey, Event
 from bot.generation.base import ChatMessage
 from bot.service import RESET_DONE, Outcome, Service
 from bot.store import SQLiteStore
@@ -488,3 +488,68 @@ def test_split_pieces_fit_and_keep_fences_balanced(parts: list[str]) -> None:
         assert all(len(re.findall(r"^```", p, re.MULTILINE)) % 2 == 0 for p in pieces[:-1])
     squeeze = re.compile(r"```\w*|\s+")
     assert "".join(squeeze.sub("", piece) for piece in pieces) == squeeze.sub("", text)
+
+
+async def test_an_answer_cut_by_a_stop_is_finished_in_its_message_after_the_restart(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    answer = "Your invoice is under Billing, then History."
+    config = config_for(fake, tmp_path)
+    db = str(tmp_path / "parley.db")
+    backend = GatedBackend(answer)
+    service = Service(config, backend, SQLiteStore(db))
+    await service.start()
+    async with serving(fake, tmp_path, service=service, config=config):
+        await fake.send_message(f"{MENTION} where is my invoice?", mentions=(BOT_ID,))
+        [posted] = await fake.wait_for(lambda: fake.sent(CHANNEL_A))
+        await service.close(grace=0.1)  # stopped mid-answer, as a deploy or a kill would
+    assert posted["content"] != answer
+    assert (await _inbox(db))[0] == 1
+
+    # Started again: the question is answered in the message already posted, not a new one.
+    async with serving(fake, tmp_path, ScriptedBackend(answer), config=config):
+        await fake.wait_for(final(fake, CHANNEL_A, answer))
+        await _emptied(db)
+    assert [m["id"] for m in fake.sent(CHANNEL_A)] == [posted["id"]]
+
+
+async def test_a_question_taken_in_before_a_crash_is_answered_after_the_restart(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    answer = "Your invoice is under Billing, then History."
+    db = str(tmp_path / "parley.db")
+    store = SQLiteStore(db)
+    await store.open()
+    question = Event(
+        platform="discord",
+        workspace=GUILD_ID,
+        channel=CHANNEL_A,
+        user=ALICE,
+        text="where is my invoice?",
+        message_id="1234567890123",
+    )
+    await store.inbox_add(question)
+    await store.close()
+    async with serving(fake, tmp_path, ScriptedBackend(answer)):
+        [sent] = await fake.wait_for(final(fake, CHANNEL_A, answer))
+        assert sent["message_reference"]["message_id"] == question.message_id
+        await _emptied(db)
+    assert len(fake.sent()) == 1
+
+
+async def _emptied(db: str, within: float = 15.0) -> None:
+    """Wait until every question in the inbox is answered."""
+    for _ in range(int(within / 0.05)):
+        if await _inbox(db) == (0, None):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"questions still wait in the inbox: {await _inbox(db)}")
+
+
+async def _inbox(db: str) -> tuple[int, Any]:
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        return await store.inbox_count()
+    finally:
+        await store.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from adapters.memory import MemoryReply
+from adapters.memory import MemoryAdapter, MemoryReply
 from bot.config import Config, StoreConfig
 from bot.errors import StoreError
 from bot.events import ConversationKey, Event
@@ -229,3 +229,26 @@ async def test_order_holds_with_concurrent_messages_on_both_replicas(
     # And each prompt saw every earlier exchange: the history a replica read was complete.
     prompts = [p for s in replicas for p in s.backend.prompts]  # type: ignore[attr-defined]
     assert sorted(len(p) for p in prompts) == [2 + 2 * i for i in range(len(texts))]
+
+
+async def test_a_question_left_by_a_killed_replica_is_answered_once_by_the_others(
+    replicas: list[Service],
+) -> None:
+    adapters = [MemoryAdapter(service, "slack", durable=True) for service in replicas]
+    # What a replica killed mid-answer leaves: the event taken in, its answer's message posted.
+    event = _event("where is my parcel?", "m-killed")
+    store = replicas[0].store
+    await store.inbox_add(event)
+    await store.inbox_add(event)  # a redelivery takes nothing in twice
+    await store.inbox_mark(event.marker, "answering", "r-partial")
+    assert (await store.inbox_count())[0] == 1
+    [waiting] = await store.inbox_waiting()
+    assert (waiting.event, waiting.state, waiting.reply_id) == (event, "answering", "r-partial")
+    # Both replicas start and recover at once: one of them answers it, in the posted message.
+    done = await asyncio.gather(*(service.recover("slack") for service in replicas))
+    assert sorted(done) == [0, 1]
+    [(_, reply)] = [resumed for adapter in adapters for resumed in adapter.resumed]
+    assert reply.message_id == "r-partial"
+    assert await reply.wait() == "answer to where is my parcel?"
+    assert await store.inbox_count() == (0, None)
+    assert await store.inbox_waiting() == []
