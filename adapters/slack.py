@@ -18,6 +18,7 @@ form the channel's conversation, answered in the thread of a message quoting the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -39,7 +40,7 @@ from bot.config import Config
 from bot.errors import ConfigError, PlatformError
 from bot.events import ConversationKey, Event
 from bot.reply import Reply
-from bot.service import Service
+from bot.service import Admission, Service
 from bot.store import Rating
 
 __all__ = ["SlackAdapter", "create", "enabled", "to_event"]
@@ -151,12 +152,16 @@ class SlackAdapter:
             client=self.client,
             signing_secret=config.secret(self.section.signing_secret_env) or "",
             request_verification_enabled=http,
-            process_before_response=False,
+            # Listeners run before the acknowledgement: an event is in the store's inbox before
+            # Slack hears it arrived, so a crash in between makes Slack deliver it again.
+            process_before_response=True,
         )
         self.app.event("app_mention")(self.on_mention)
         self.app.event("message")(self.on_message)
         self.app.event("reaction_added")(self.on_reaction)
         self.app.command(COMMAND)(self.on_command)
+        # Questions taken in are answered after a crash or a kill: recovered on each start.
+        service.resumable(PLATFORM, self._resume)
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -206,6 +211,7 @@ class SlackAdapter:
         self.connected = True
         self.ready.set()
         log.info("Slack: connected in Socket Mode")
+        self._inflight.track(asyncio.create_task(self._recover(), name="slack recovery"))
         try:
             await _forever()
         finally:
@@ -229,6 +235,7 @@ class SlackAdapter:
         self.connected = True
         self.ready.set()
         log.info("Slack: Events API endpoint at %s", self.url)
+        self._inflight.track(asyncio.create_task(self._recover(), name="slack recovery"))
         try:
             await _forever()
         finally:
@@ -288,14 +295,13 @@ class SlackAdapter:
             return
         team = str(body.get("team_id") or event.get("team") or self.team)
         converted = to_event(event, team, self.bot_user, await self._lookup(event))
-        place = Place(
-            team,
-            converted.channel,
-            converted.thread or converted.message_id,
-            converted.user,
-            converted.is_dm,
+        # Taken in (into the store's inbox) before this returns and bolt acknowledges it.
+        admission = await self.service.admit(converted)
+        self._inflight.start(
+            converted,
+            self._reply(_place(converted)),
+            lambda event, reply: self._handle(event, reply, admission),
         )
-        self._inflight.start(converted, self._reply(place), self._handle)
 
     async def _lookup(self, event: dict[str, Any]) -> dict[str, str]:
         """Display names of the author and the users a message mentions (cached)."""
@@ -344,7 +350,6 @@ class SlackAdapter:
             platform=PLATFORM,
             workspace=team,
             channel=channel,
-            message_id=str(command.get("trigger_id") or ""),
             user=user,
             user_name=str(command.get("user_name") or ""),
             text=text,
@@ -362,6 +367,8 @@ class SlackAdapter:
         except SlackApiError as exc:
             log.warning("Slack: cannot post in %s: %s", channel, exc)
             return
+        # Named by the message quoting it, whose thread the answer goes in (after a restart too).
+        event = dataclasses.replace(event, message_id=str(quoted["ts"]))
         place = Place(team, channel, str(quoted["ts"]), user, is_dm)
         self._inflight.start(event, self._reply(place), self._handle)
 
@@ -374,17 +381,43 @@ class SlackAdapter:
             staff=self._staff,
         )
 
-    async def _handle(self, event: Event, reply: Reply) -> None:
+    async def _recover(self) -> None:
+        """Answer the questions taken in before the last stop and left unanswered."""
+        try:
+            count = await self.service.recover(PLATFORM)
+            if count:
+                log.info("answered %d Slack question(s) left from before the restart", count)
+        except Exception:
+            log.exception("recovering the questions left from before the restart failed")
+
+    def _resume(self, event: Event, reply_id: str) -> Reply:
+        """The reply to ``event`` after a restart, in its thread; the message ``reply_id``
+        (its answer so far) is edited when there is one."""
+        reply = self._reply(_place(event))
+        if reply_id:
+            reply.streaming = False  # a stream cannot be taken over: the message is edited
+            reply.posted.append(reply_id)
+            reply.shown.append("")
+        return reply
+
+    async def _handle(self, event: Event, reply: Reply, admission: Admission | None = None) -> None:
         if isinstance(reply, SlackReply):
             self._replies.add(reply)
         try:
-            outcome = await self.service.handle(event, reply)
+            outcome = await self.service.handle(event, reply, admission=admission)
             log.debug("slack %s: %s", event.message_id, outcome.value)
         except Exception:
             log.exception("answering Slack message %s failed", event.message_id)
         finally:
             if isinstance(reply, SlackReply):
                 self._replies.discard(reply)
+
+
+def _place(event: Event) -> Place:
+    """Where the answer to ``event`` goes: its thread, or one under it."""
+    return Place(
+        event.workspace, event.channel, event.thread or event.message_id, event.user, event.is_dm
+    )
 
 
 class _Ephemeral:

@@ -152,6 +152,7 @@ class SlackReply(ThrottledReply):
             self._stream = stream
             self.posted.append(str(stream.ts))
             self.shown.append("")
+            await self._posted()
         else:
             await self._stream.append(markdown_text=delta)
         self._streamed += delta
@@ -164,6 +165,7 @@ class SlackReply(ThrottledReply):
             self._stream = stream
             self.posted.append(str(stream.ts))
             self.shown.append(first)
+            await self._posted()
             return
         if first.startswith(self._streamed):
             await self._stream.stop(markdown_text=first[len(self._streamed) :])
@@ -205,3 +207,4 @@ class SlackReply(ThrottledReply):
         """``_send``, as one more message of the answer."""
         self.posted.append(await self._send(text, mrkdwn))
         self.shown.append(text)
+        await self._posted()

@@ -84,13 +84,17 @@ class ThrottledReply:
             else:
                 self.posted.append(await post(index, piece))
                 self.shown.append(piece)
-                if len(self.posted) == 1 and self.on_posted is not None:
-                    await self.on_posted()
+                await self._posted()
         if final and pieces:
             while len(self.posted) > len(pieces):
                 extra = self.posted.pop()
                 self.shown.pop()
                 await delete(extra)
+
+    async def _posted(self) -> None:
+        """After a message of the answer is posted: the first one is reported."""
+        if len(self.posted) == 1 and self.on_posted is not None:
+            await self.on_posted()
 
     async def _stop(self) -> None:
         self._done.set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -94,6 +95,16 @@ class Outcome(Enum):
 Resume = Callable[[Event, str], Reply]
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What :meth:`Service.admit` made of an event: an ``outcome`` when it stops there, else
+    the policy's ``decision``, and whether it is ``durable`` (taken into the inbox)."""
+
+    outcome: Outcome | None
+    decision: Decision | None = None
+    durable: bool = False
+
+
 def _reply_id(reply: Reply) -> str:
     return str(getattr(reply, "message_id", "") or "")
 
@@ -136,6 +147,8 @@ class Service:
         self._started = False
         #: Platforms whose events are durable, and how each resumes one (resumable()).
         self.resumers: dict[str, Resume] = {}
+        #: Durable events being answered by this process (recover() leaves them be).
+        self._answering: set[str] = set()
 
     async def start(self) -> None:
         if self._started:
@@ -185,20 +198,79 @@ class Service:
             log.exception("cannot check %s for a repeated delivery", marker)
             return False
 
-    async def handle(self, event: Event, reply: Reply) -> Outcome:
+    async def handle(
+        self, event: Event, reply: Reply, admission: Admission | None = None
+    ) -> Outcome:
         """Answer ``event`` through ``reply``; returns once the answer is finished."""
-        outcome, _ = await self.answer(event, reply)
+        outcome, _ = await self.answer(event, reply, admission=admission)
         return outcome
 
     async def answer(
-        self, event: Event, reply: Reply, *, recovered: bool = False
+        self,
+        event: Event,
+        reply: Reply,
+        *,
+        recovered: bool = False,
+        admission: Admission | None = None,
     ) -> tuple[Outcome, Answer | None]:
         """As :meth:`handle`, with the :class:`Answer` when the conversation manager gave one
-        (``parley eval`` reads its outcome and sources). ``recovered``: an inbox entry
-        answered after a restart (taken in before, so not a repeated delivery)."""
-        outcome, answer = await self._handle(event, reply, recovered)
+        (``parley eval`` reads its outcome and sources). ``admission``: what :meth:`admit`
+        said already (an adapter that must take the event in before acknowledging it);
+        ``recovered``: an inbox entry answered after a restart."""
+        if admission is None:
+            admission = await self.admit(event, recovered)
+        if admission.outcome is not None:
+            outcome, answer = admission.outcome, None
+        elif not admission.durable:
+            outcome, answer = await self._respond(event, reply, admission.decision)
+        else:
+            if hasattr(reply, "on_posted"):
+                reply.on_posted = lambda: self._inbox(
+                    self.store.inbox_mark(event.marker, "answering", _reply_id(reply))
+                )
+            try:
+                outcome, answer = await self._respond(event, reply, admission.decision)
+            finally:
+                # Cancelled (a shutdown past its grace), it stays in the inbox: the restart
+                # finishes it. Otherwise it was answered, or failed with an apology shown.
+                self._answering.discard(event.marker)
+            await self._inbox(self.store.inbox_mark(event.marker, "answered", _reply_id(reply)))
         self.metrics.events.labels(event.platform, outcome.value).inc()
         return outcome, answer
+
+    async def admit(self, event: Event, recovered: bool = False) -> Admission:
+        """Whether ``event`` is answered at all (policy, repeated deliveries, bot loops); one
+        that is, on a durable platform, is taken into the inbox first, so that a crash before
+        its answer is finished leaves it there for the restart to answer (:meth:`recover`)."""
+        if event.from_bot and event.user not in self.config.limits.allow_bots:
+            return Admission(Outcome.IGNORED)
+        decision = await self._decide(event)
+        if not decision.answer:
+            if decision.verdict is Verdict.NOT_TRIGGERED:
+                return Admission(Outcome.IGNORED)
+            # Silence: an error message would only invite retries.
+            log.info("not answering %s in %s: %s", event.user, event.key, decision.reason)
+            self.metrics.denied.labels(decision.verdict.value).inc()
+            return Admission(Outcome.DENIED)
+        durable = bool(event.marker) and event.platform in self.resumers
+        if durable:
+            # Before the claim below: a crash between the two leaves it to be answered once,
+            # by the platform's redelivery or by the recovery, whichever comes first.
+            await self._inbox(self.store.inbox_add(event))
+        # (A recovered event claims its delivery too, so that a redelivery is a duplicate.)
+        if await self._duplicate(event) and not recovered:
+            log.info("ignoring a repeated delivery of %s", event.message_id)
+            return Admission(Outcome.DUPLICATE)
+        if not self._loop_guard(event):
+            log.warning(
+                "not answering bot %s in %s: too many bot turns in a row", event.user, event.key
+            )
+            if durable:
+                await self._inbox(self.store.inbox_mark(event.marker, "answered"))
+            return Admission(Outcome.LOOP_STOPPED)
+        if durable:
+            self._answering.add(event.marker)
+        return Admission(None, decision, durable)
 
     def _loop_guard(self, event: Event) -> bool:
         """False when this is one bot answer too many in a row in this conversation."""
@@ -252,40 +324,6 @@ class Service:
             await reply.finish(QUOTA.format(quota=settings.quota))
         return True
 
-    async def _handle(
-        self, event: Event, reply: Reply, recovered: bool = False
-    ) -> tuple[Outcome, Answer | None]:
-        if event.from_bot and event.user not in self.config.limits.allow_bots:
-            return Outcome.IGNORED, None
-        decision = await self._decide(event)
-        if not decision.answer:
-            if decision.verdict is Verdict.NOT_TRIGGERED:
-                return Outcome.IGNORED, None
-            # Silence: an error message would only invite retries.
-            log.info("not answering %s in %s: %s", event.user, event.key, decision.reason)
-            self.metrics.denied.labels(decision.verdict.value).inc()
-            return Outcome.DENIED, None
-        if not recovered and await self._duplicate(event):
-            log.info("ignoring a repeated delivery of %s", event.message_id)
-            return Outcome.DUPLICATE, None
-        if not self._loop_guard(event):
-            log.warning(
-                "not answering bot %s in %s: too many bot turns in a row", event.user, event.key
-            )
-            return Outcome.LOOP_STOPPED, None
-        if not event.marker or event.platform not in self.resumers:
-            return await self._respond(event, reply, decision)
-        # Durable: taken into the inbox first, so a crash before the answer is finished leaves
-        # it there for the restart to answer (recover()).
-        await self._inbox(self.store.inbox_add(event))
-        if hasattr(reply, "on_posted"):
-            reply.on_posted = lambda: self._inbox(
-                self.store.inbox_mark(event.marker, "answering", _reply_id(reply))
-            )
-        result = await self._respond(event, reply, decision)
-        await self._inbox(self.store.inbox_mark(event.marker, "answered", _reply_id(reply)))
-        return result
-
     async def _inbox(self, write: Awaitable[None]) -> None:
         try:
             await write
@@ -314,6 +352,8 @@ class Service:
         done = 0
         for entry in waiting:
             event = entry.event
+            if event.marker in self._answering:
+                continue  # delivered again since the restart, and being answered
             # Replicas starting together: one of them answers each entry.
             try:
                 if not await self.store.claim(f"recover/{event.marker}", RECOVER_CLAIM_SECONDS):
@@ -338,8 +378,9 @@ class Service:
         return done
 
     async def _respond(
-        self, event: Event, reply: Reply, decision: Decision
+        self, event: Event, reply: Reply, decision: Decision | None
     ) -> tuple[Outcome, Answer | None]:
+        assert decision is not None
         text = clean_input(event.text)
         if await self._handed_off(event.key):
             return await self._while_handed_off(event, text, reply), None

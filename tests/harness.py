@@ -20,8 +20,8 @@ def record_outcomes(
     outcomes: Outcomes = []
     handle = service.handle
 
-    async def recording(event: Any, reply: Any) -> Outcome:
-        outcome = await handle(event, reply)
+    async def recording(event: Any, reply: Any, **options: Any) -> Outcome:
+        outcome = await handle(event, reply, **options)
         outcomes.append((event.message_id, outcome))
         if after is not None:
             await after()

@@ -518,3 +518,63 @@ def test_any_payload_converts_or_is_plain_text(payload: dict[str, Any]) -> None:
     event = to_event(payload, TEAM, BOT_USER, {})
     assert event.platform == "slack" and isinstance(event.text, str)
     assert f"<@{BOT_USER}>" not in event.text and event.received_at.tzinfo is not None
+
+
+# -- nothing lost across a crash -------------------------------------------------------------
+
+
+async def _left_by_a_crash(db: Path, asked: dict[str, Any], reply_id: str = "") -> str:
+    """Put in the store what a process killed after taking ``asked`` in leaves there: the
+    inbox entry and the delivery's claim (its answer posted so far in ``reply_id``)."""
+    event = to_event(asked, TEAM, BOT_USER, {})
+    store = SQLiteStore(db)
+    await store.open()
+    await store.inbox_add(event)
+    assert await store.claim(f"slack/{TEAM}/{CHANNEL}/{asked['ts']}", 86400)
+    if reply_id:
+        await store.inbox_mark(event.marker, "answering", reply_id)
+    await store.close()
+    return event.marker
+
+
+async def _waiting(db: Path) -> int:
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        return (await store.inbox_count())[0]
+    finally:
+        await store.close()
+
+
+async def test_a_question_taken_in_before_a_crash_is_answered_once_after_the_restart(
+    fake: FakeSlack, tmp_path: Path
+) -> None:
+    answer = "Only once."
+    asked = mention(f"{MENTION} are you there?")
+    await _left_by_a_crash(tmp_path / "parley.db", asked)
+    async with serving(fake, tmp_path, ScriptedBackend(answer)) as (_, _, outcomes):
+        await fake.wait_for(lambda: [m for m in fake.thread(CHANNEL, asked["ts"]) if m.stopped])
+        # Not acknowledged before the crash, so Slack delivers it again: not answered twice.
+        await deliver(fake, asked)
+        assert await fake.wait_for(answered(outcomes, asked)) == [Outcome.DUPLICATE]
+    [reply] = fake.thread(CHANNEL, asked["ts"])
+    assert reply.body == answer
+    assert await _waiting(tmp_path / "parley.db") == 0
+
+
+async def test_an_answer_cut_by_a_crash_is_finished_in_its_own_message(
+    fake: FakeSlack, tmp_path: Path
+) -> None:
+    answer = "Your invoice is under Billing, then History."
+    asked = mention(f"{MENTION} where is my invoice?")
+    cut = fake._post({"channel": CHANNEL, "thread_ts": asked["ts"], "text": "Your invoice is"})
+    await _left_by_a_crash(tmp_path / "parley.db", asked, reply_id=cut.ts)
+    async with serving(fake, tmp_path, ScriptedBackend(answer)):
+        await fake.wait_for(lambda: fake.messages[cut.ts].updates)
+        for _ in range(100):
+            if not await _waiting(tmp_path / "parley.db"):
+                break
+            await asyncio.sleep(0.05)
+    assert [m.ts for m in fake.thread(CHANNEL, asked["ts"])] == [cut.ts]
+    assert fake.messages[cut.ts].body == to_mrkdwn(answer)
+    assert await _waiting(tmp_path / "parley.db") == 0
