@@ -1,18 +1,26 @@
 """Token buckets per user and per channel, and a cap on the bot's own messages per channel.
 
 A limited sender gets one polite notice per window, then silence until the bucket refills, so
-a flood never turns into a flood of notices.
+a flood never turns into a flood of notices. The buckets live in this process, or, with
+``shared`` (the Redis store), in Redis, so that they hold across replicas; should Redis fail,
+this process's own buckets stand in.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
-__all__ = ["Limit", "RateLimiter", "TokenBucket"]
+from bot.errors import StoreError
+
+__all__ = ["Limit", "RateLimiter", "SharedBuckets", "TokenBucket"]
+
+log = logging.getLogger(__name__)
 
 _MAX_TRACKED = 100_000
 
@@ -42,6 +50,15 @@ class Limit(Enum):
     OK = "ok"
     NOTIFY = "notify"  # limited: tell the sender once
     SILENT = "silent"  # limited, and already told
+
+
+class SharedBuckets(Protocol):
+    async def take_token(
+        self, bucket: str, per_second: float, burst: float
+    ) -> tuple[bool, float, bool]:
+        """Take a token from ``bucket``: (taken, seconds until one is there, whether this is
+        the first refusal of the window)."""
+        ...
 
 
 class _Buckets:
@@ -91,21 +108,42 @@ class RateLimiter:
         channel_burst: float,
         bot_messages_per_channel_minute: float,
         clock: Callable[[], float] = time.monotonic,
+        shared: SharedBuckets | None = None,
     ) -> None:
         self.users = _Buckets(user_per_minute, user_burst, clock)
         self.channels = _Buckets(channel_per_minute, channel_burst, clock)
         self.bot_output = _Buckets(
             bot_messages_per_channel_minute, bot_messages_per_channel_minute, clock
         )
+        self.shared = shared
 
-    def admit(self, user: Hashable, channel: Hashable) -> tuple[Limit, float]:
+    async def admit(self, user: Hashable, channel: Hashable) -> tuple[Limit, float]:
         """Whether a message may be answered, and when the sender may try again."""
-        for buckets, key in ((self.users, user), (self.channels, channel)):
-            verdict = buckets.take(key)
+        for name, buckets, key in (("user", self.users, user), ("channel", self.channels, channel)):
+            verdict, wait = await self._take(name, buckets, key)
             if verdict is not Limit.OK:
-                return verdict, buckets.wait_hint(key)
+                return verdict, wait
         return Limit.OK, 0.0
 
-    def may_post(self, channel: Hashable) -> bool:
+    async def may_post(self, channel: Hashable) -> bool:
         """Counts one bot message in ``channel``; False past the per-minute cap."""
-        return self.bot_output.take(channel) is Limit.OK
+        verdict, _ = await self._take("posts", self.bot_output, channel)
+        return verdict is Limit.OK
+
+    async def _take(self, name: str, buckets: _Buckets, key: Hashable) -> tuple[Limit, float]:
+        if not buckets.enabled:
+            return Limit.OK, 0.0
+        if self.shared is not None:
+            bucket = "/".join(map(str, key)) if isinstance(key, tuple) else str(key)
+            try:
+                taken, wait, first = await self.shared.take_token(
+                    f"{name}:{bucket}", buckets.rate, buckets.burst
+                )
+            except StoreError as exc:
+                log.warning("shared rate limits unavailable, this replica's own apply: %s", exc)
+            else:
+                if taken:
+                    return Limit.OK, 0.0
+                return (Limit.NOTIFY if first else Limit.SILENT), wait
+        verdict = buckets.take(key)
+        return verdict, buckets.wait_hint(key) if verdict is not Limit.OK else 0.0

@@ -16,6 +16,8 @@ Keys, each under ``store.prefix`` (``parley:`` by default; ``{conv}`` is the con
 ``feedback``                   hash: ``[conv, reply_id, user]`` → rating (JSON)
 ``inbox:{marker}``             hash: an event taken in, its state and its reply's message id
 ``inbox``                      sorted set of the markers not answered yet, by time received
+``bucket:{kind}:{who}``        a rate limit's token bucket (tokens, when last counted)
+``told:{kind}:{who}``          set while the sender has been told to slow down (expires)
 =============================  =================================================================
 
 Ordering across replicas: :meth:`RedisStore.conversation_lock` takes ``lock:{conv}`` for one
@@ -113,6 +115,32 @@ end
 return 0
 """
 
+# KEYS: bucket, told. ARGV: tokens a second, burst. A token bucket on Redis's own clock (the
+# replicas' clocks may differ): {taken, seconds until a token, first refusal of the window}.
+_TAKE_TOKEN = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local held = redis.call('HMGET', KEYS[1], 'tokens', 'stamp')
+local tokens = tonumber(held[1]) or burst
+local stamp = tonumber(held[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - stamp) * rate)
+local taken, wait, first = 0, 0, 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  taken = 1
+  redis.call('DEL', KEYS[2])
+else
+  wait = (1 - tokens) / rate
+  if redis.call('SET', KEYS[2], '1', 'PX', math.max(1, math.ceil(wait * 1000)), 'NX') then
+    first = 1
+  end
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'stamp', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return {taken, tostring(wait), first}
+"""
+
 #: The fencing tokens of the conversation locks the current task holds, by store and key.
 _held: ContextVar[dict[tuple[int, str], str]] = ContextVar("parley_redis_fences", default={})  # noqa: B039
 
@@ -168,6 +196,7 @@ class RedisStore(Store):
                 ("acquire", _ACQUIRE),
                 ("renew", _RENEW),
                 ("release", _RELEASE),
+                ("take_token", _TAKE_TOKEN),
             )
         }
         self._client = client
@@ -295,6 +324,15 @@ class RedisStore(Store):
             self._redis().set(self._key("seen", marker), 1, nx=True, px=max(1, int(ttl * 1000)))
         )
         return bool(taken)
+
+    shares_limits = True
+
+    async def take_token(
+        self, bucket: str, per_second: float, burst: float
+    ) -> tuple[bool, float, bool]:
+        keys = [self._key("bucket", bucket), self._key("told", bucket)]
+        taken, wait, first = await self._script("take_token", keys, [per_second, burst])
+        return bool(taken), float(wait), bool(first)
 
     async def inbox_add(self, event: Event) -> None:
         entry = self._key("inbox", event.marker)

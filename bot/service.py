@@ -137,6 +137,8 @@ class Service:
             limits.channel_per_minute,
             limits.channel_burst,
             limits.bot_messages_per_channel_minute,
+            # With the Redis store, the limits hold across the replicas sharing it.
+            shared=store if store.shares_limits else None,
         )
         # Answers given in a row to other bots, per conversation: a loop breaker.
         self._bot_turns: dict[ConversationKey, int] = {}
@@ -385,7 +387,7 @@ class Service:
         if await self._handed_off(event.key):
             return await self._while_handed_off(event, text, reply), None
         scope = (event.platform, event.workspace)
-        verdict, wait = self.limiter.admit((*scope, event.user), (*scope, event.channel))
+        verdict, wait = await self.limiter.admit((*scope, event.user), (*scope, event.channel))
         if verdict is not Limit.OK:
             if verdict is Limit.NOTIFY:
                 await reply.finish(SLOW_DOWN.format(seconds=max(1, round(wait))))
@@ -411,7 +413,7 @@ class Service:
             return Outcome.COMMAND, None
         if not decision.admin and await self._over_quota(event, decision.settings, reply):
             return Outcome.QUOTA, None
-        if not self.limiter.may_post((*scope, event.channel)):
+        if not await self.limiter.may_post((*scope, event.channel)):
             log.warning(
                 "not answering in %s: the bot's per-minute message cap is reached", event.key
             )

@@ -105,6 +105,15 @@ class Waiting:
 class Store(ABC):
     """What the conversation manager needs from storage; SQLite here, Redis for scale-out."""
 
+    #: Whether :meth:`take_token` keeps rate limits here, shared by the replicas using it.
+    shares_limits = False
+
+    async def take_token(
+        self, bucket: str, per_second: float, burst: float
+    ) -> tuple[bool, float, bool]:
+        """A token bucket kept in the store (``bot.ratelimit.SharedBuckets``)."""
+        raise NotImplementedError("this store keeps no rate limits")
+
     @abstractmethod
     async def open(self) -> None: ...
 

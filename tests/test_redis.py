@@ -252,3 +252,41 @@ async def test_a_question_left_by_a_killed_replica_is_answered_once_by_the_other
     assert await reply.wait() == "answer to where is my parcel?"
     assert await store.inbox_count() == (0, None)
     assert await store.inbox_waiting() == []
+
+
+async def test_two_replicas_share_one_rate_limit(tmp_path: Path, redis_url: str) -> None:
+    base = _config(tmp_path, redis_url)
+    # Two messages at once, then one every 10 s: the third message in a row is one too many,
+    # whichever replica it reaches.
+    config = dataclasses.replace(
+        base, limits=dataclasses.replace(base.limits, user_per_minute=6, user_burst=2)
+    )
+    services = [Service(config, ScriptedBackend(_echo), build_store(config)) for _ in range(2)]
+    for service in services:
+        await service.start()
+    try:
+        outcomes = []
+        for n, service in enumerate([*services, *services]):
+            outcomes.append(await service.handle(_event(f"question {n}", f"rl-{n}"), MemoryReply()))
+        assert outcomes == [
+            Outcome.ANSWERED,
+            Outcome.ANSWERED,
+            Outcome.RATE_LIMITED,  # told to slow down, once
+            Outcome.RATE_LIMITED,  # then silence
+        ]
+        # The notice went to the third message only.
+        limited = MemoryReply()
+        assert await services[1].handle(_event("again", "rl-x"), limited) == Outcome.RATE_LIMITED
+        assert limited.text is None
+    finally:
+        for service in services:
+            await service.close()
+
+
+async def test_the_shared_bucket_refills_on_redis_time(store: RedisStore) -> None:
+    assert await store.take_token("user:u", 100.0, 1.0) == (True, 0.0, False)
+    taken, wait, first = await store.take_token("user:u", 100.0, 1.0)
+    assert (taken, first) == (False, True) and 0 < wait <= 0.01
+    assert (await store.take_token("user:u", 100.0, 1.0))[2] is False  # told already
+    await asyncio.sleep(0.05)
+    assert (await store.take_token("user:u", 100.0, 1.0))[0] is True

@@ -69,16 +69,16 @@ async def test_the_bots_own_messages_per_channel_are_capped(tmp_path: Path) -> N
     await service.close()
 
 
-def test_one_notice_per_window_then_a_new_one_after_it() -> None:
+async def test_one_notice_per_window_then_a_new_one_after_it() -> None:
     now = [0.0]
     limiter = RateLimiter(6, 1, 0, 0, 0, clock=lambda: now[0])
-    assert limiter.admit("u", "c") == (Limit.OK, 0.0)
-    assert limiter.admit("u", "c")[0] is Limit.NOTIFY
+    assert await limiter.admit("u", "c") == (Limit.OK, 0.0)
+    assert (await limiter.admit("u", "c"))[0] is Limit.NOTIFY
     now[0] = 5.0
-    assert limiter.admit("u", "c")[0] is Limit.SILENT
+    assert (await limiter.admit("u", "c"))[0] is Limit.SILENT
     now[0] = 10.5
-    assert limiter.admit("u", "c")[0] is Limit.OK
-    assert limiter.admit("u", "c")[0] is Limit.NOTIFY
+    assert (await limiter.admit("u", "c"))[0] is Limit.OK
+    assert (await limiter.admit("u", "c"))[0] is Limit.NOTIFY
 
 
 async def test_bots_are_ignored_unless_allowed_and_a_bot_loop_stops(tmp_path: Path) -> None:
