@@ -19,6 +19,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import discord
@@ -311,6 +312,32 @@ class DiscordAdapter:
         if not self._recovering:
             self._recovering = True
             self._inflight.track(asyncio.create_task(self._recover(), name="discord recovery"))
+        # A new session (not a RESUME, which replays what was missed): what was said while
+        # the bot was away is read back.
+        self._inflight.track(asyncio.create_task(self._catch_up(), name="discord catch-up"))
+
+    async def _catch_up(self) -> None:
+        """Answer the questions asked while the bot was away: the last ``catch_up_minutes``
+        of each channel and thread with a message since then, through the message path (so
+        what was answered already is a repeated delivery, and stays answered once)."""
+        minutes = self.section.catch_up_minutes
+        if minutes <= 0:
+            return
+        since = datetime.now(UTC) - timedelta(minutes=minutes)
+        floor = discord.utils.time_snowflake(since)
+        places: list[discord.TextChannel | discord.Thread] = []
+        for guild in self.client.guilds:
+            places += guild.text_channels
+            places += guild.threads
+        places = [channel for channel in places if (channel.last_message_id or 0) > floor]
+        for channel in places:
+            try:
+                async for message in channel.history(
+                    after=since, limit=self.section.catch_up_messages, oldest_first=True
+                ):
+                    await self.on_message(message)
+            except discord.HTTPException as exc:
+                log.warning("cannot read back %s after reconnecting: %s", channel.id, exc)
 
     async def _recover(self) -> None:
         """Answer the questions taken in before the last stop and left unanswered."""

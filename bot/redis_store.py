@@ -38,7 +38,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -355,6 +355,10 @@ class RedisStore(Store):
                 pipe.zrem(f"{self.prefix}inbox", marker)
                 pipe.expire(entry, int(INBOX_KEEP))
             await self._do(pipe.execute())
+
+    async def inbox_state(self, marker: str) -> InboxState | None:
+        state = await self._do(self._redis().hget(self._key("inbox", marker), "state"))
+        return cast(InboxState, state) if state in ("received", "answering", "answered") else None
 
     async def inbox_waiting(self, limit: int = 1000) -> list[Waiting]:
         redis = self._redis()

@@ -356,9 +356,12 @@ class Service:
             event = entry.event
             if event.marker in self._answering:
                 continue  # delivered again since the restart, and being answered
-            # Replicas starting together: one of them answers each entry.
+            # Replicas starting together: one of them answers each entry; and one answered
+            # meanwhile (delivered again, caught up with) is left alone.
             try:
                 if not await self.store.claim(f"recover/{event.marker}", RECOVER_CLAIM_SECONDS):
+                    continue
+                if await self.store.inbox_state(event.marker) in (None, "answered"):
                     continue
             except StoreError:
                 log.exception("cannot claim %s for recovery", event.marker)

@@ -181,6 +181,10 @@ class Store(ABC):
         """Record an entry's progress (and, when given, the message its answer is in)."""
 
     @abstractmethod
+    async def inbox_state(self, marker: str) -> InboxState | None:
+        """An entry's state now; None when the inbox has no such entry."""
+
+    @abstractmethod
     async def inbox_waiting(self, limit: int = 1000) -> list[Waiting]:
         """Entries not answered yet, oldest first."""
 
@@ -335,6 +339,17 @@ class SQLiteStore(Store):
                 row,
             )
         )
+
+    async def inbox_state(self, marker: str) -> InboxState | None:
+        def query() -> InboxState | None:
+            row = (
+                self._conn()
+                .execute("SELECT state FROM inbox WHERE marker = ?", (marker,))
+                .fetchone()
+            )
+            return row[0] if row else None
+
+        return await self._run(query)
 
     async def inbox_waiting(self, limit: int = 1000) -> list[Waiting]:
         def query() -> list[Waiting]:

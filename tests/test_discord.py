@@ -553,3 +553,35 @@ async def _inbox(db: str) -> tuple[int, Any]:
         return await store.inbox_count()
     finally:
         await store.close()
+
+
+async def test_questions_asked_while_the_bot_was_away_are_answered_once_it_is_back(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    answer = "Here is how."
+    async with serving(fake, tmp_path, ScriptedBackend(answer)):
+        before = await fake.send_message(f"{MENTION} how do I start?", mentions=(BOT_ID,))
+        await fake.wait_for(final(fake, CHANNEL_A, answer))
+    # Parley is down: a question in the channel, one in a thread, and talk not for the bot.
+    missed = fake.post_while_away(f"{MENTION} where is my invoice?", mentions=(BOT_ID,))
+    in_thread = fake.post_while_away(
+        f"{MENTION} is the printer fixed?", channel=THREAD_ID, mentions=(BOT_ID,)
+    )
+    chatter = fake.post_while_away("lunch, anyone?")
+    async with serving(fake, tmp_path, ScriptedBackend(answer)) as (_, _, outcomes):
+        for message in (missed, in_thread, chatter, before):
+            await fake.wait_for(outcome_of(outcomes, message))
+    assert outcome_of(outcomes, missed)() == [Outcome.ANSWERED]
+    assert outcome_of(outcomes, in_thread)() == [Outcome.ANSWERED]
+    assert outcome_of(outcomes, chatter)() == [Outcome.IGNORED]
+    assert outcome_of(outcomes, before)() == [Outcome.DUPLICATE]  # answered already, once
+
+    def replies_to(message: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            m
+            for m in fake.sent()
+            if m.get("message_reference", {}).get("message_id") == message["id"]
+        ]
+
+    assert [len(replies_to(m)) for m in (before, missed, in_thread, chatter)] == [1, 1, 1, 0]
+    assert len(fake.identifies) == 2

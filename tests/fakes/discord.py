@@ -106,9 +106,11 @@ def _channel(ident: str, name: str, kind: int = 0, parent: str | None = None) ->
     }
 
 
-def guild_payload() -> dict[str, Any]:
-    """GUILD_CREATE for the test guild: two text channels in a category and a thread."""
-    return {
+def guild_payload(last: dict[str, str] | None = None) -> dict[str, Any]:
+    """GUILD_CREATE for the test guild: two text channels in a category and a thread;
+    ``last``: each channel's latest message id."""
+    last = last or {}
+    payload = {
         "id": GUILD_ID,
         "name": "Acme Cloud",
         "icon": None,
@@ -138,6 +140,7 @@ def guild_payload() -> dict[str, Any]:
                 "parent_id": CHANNEL_A,
                 "owner_id": ALICE,
                 "name": "printer trouble",
+                "last_message_id": last.get(THREAD_ID),
                 "message_count": 0,
                 "member_count": 1,
                 "rate_limit_per_user": 0,
@@ -160,6 +163,9 @@ def guild_payload() -> dict[str, Any]:
             }
         ],
     }
+    for channel in payload["channels"]:
+        channel["last_message_id"] = last.get(channel["id"])
+    return payload
 
 
 @dataclass
@@ -195,6 +201,8 @@ class FakeDiscord:
         self.calls: list[Call] = []
         #: Every message the bot posted, by id, as it stands after its edits.
         self.messages: dict[str, dict[str, Any]] = {}
+        #: Every message of each channel (users' and the bot's), oldest first, for history.
+        self.history: dict[str, list[dict[str, Any]]] = {}
         self.identifies: list[dict[str, Any]] = []
         self.resumes: list[dict[str, Any]] = []
         self.commands: dict[str, list[dict[str, Any]]] = {}
@@ -290,6 +298,28 @@ class FakeDiscord:
         kind: int | None = None,
     ) -> dict[str, Any]:
         """A user's message arriving as MESSAGE_CREATE; returns its payload."""
+        data = self._user_message(content, channel, author, guild, mentions, roles, reply_to, kind)
+        await self.dispatch("MESSAGE_CREATE", data)
+        return data
+
+    def post_while_away(
+        self, content: str, channel: str = CHANNEL_A, mentions: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        """A user's message sent while no client is connected: only in the channel's history
+        (and its last message id, in the next GUILD_CREATE), never dispatched."""
+        return self._user_message(content, channel, ALICE, GUILD_ID, mentions, (), None, None)
+
+    def _user_message(
+        self,
+        content: str,
+        channel: str,
+        author: str,
+        guild: str | None,
+        mentions: tuple[str, ...],
+        roles: tuple[str, ...],
+        reply_to: dict[str, Any] | None,
+        kind: int | None,
+    ) -> dict[str, Any]:
         data: dict[str, Any] = {
             "id": snowflake(),
             "channel_id": channel,
@@ -325,7 +355,7 @@ class FakeDiscord:
                 **({"guild_id": guild} if guild else {}),
             }
             data["referenced_message"] = reply_to
-        await self.dispatch("MESSAGE_CREATE", data)
+        self.history.setdefault(channel, []).append(data)
         return data
 
     async def interaction(
@@ -456,7 +486,8 @@ class FakeDiscord:
             ready["shard"] = session.shard
         await self._send_dispatch(socket, "READY", ready)
         if session.shard is None or session.shard[0] == 0:
-            await self._send_dispatch(socket, "GUILD_CREATE", guild_payload())
+            last = {channel: found[-1]["id"] for channel, found in self.history.items() if found}
+            await self._send_dispatch(socket, "GUILD_CREATE", guild_payload(last))
 
     async def _resume(self, socket: web.WebSocketResponse, data: dict[str, Any]) -> None:
         self.resumes.append(data)
@@ -563,6 +594,12 @@ class FakeDiscord:
             return web.Response(status=204)
         if method == "POST" and (match := re.fullmatch(r"/channels/(\d+)/messages", path)):
             return self._json(await self._create(match.group(1), body))
+        if method == "GET" and (match := re.fullmatch(r"/channels/(\d+)/messages", path)):
+            # The `limit` messages right after `after`, newest first, as Discord answers.
+            after = int(request.query.get("after", "0"))
+            limit = int(request.query.get("limit", "50"))
+            found = [m for m in self.history.get(match.group(1), []) if int(m["id"]) > after]
+            return self._json([_public(m) for m in reversed(found[:limit])])
         if match := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", path):
             message = self.messages.get(match.group(2))
             if message is None:
@@ -627,6 +664,7 @@ class FakeDiscord:
         if channel != DM_CHANNEL:
             message["guild_id"] = GUILD_ID
         self.messages[key or message["id"]] = message
+        self.history.setdefault(channel, []).append(message)
         if echo:
             # Discord sends the bot its own messages too; the adapter must ignore them.
             await self.dispatch("MESSAGE_CREATE", _public(message))
