@@ -231,7 +231,7 @@ class DiscordAdapter:
         self._add_commands()
         # Questions taken in are answered after a crash or a kill: recovered on each start.
         service.resumable(PLATFORM, self._resume)
-        self._recovering = False
+        self._recovering: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         token = self.config.secret(self.section.token_env)
@@ -293,6 +293,9 @@ class DiscordAdapter:
 
     async def _drain(self) -> None:
         """Stop taking events; let replies in flight finish within the grace period."""
+        if self._recovering is not None:
+            self._recovering.cancel()
+            await asyncio.gather(self._recovering, return_exceptions=True)
         await self._inflight.drain(self.config.ops.shutdown_grace)
         for reply in list(self._replies):
             await reply.close()
@@ -309,9 +312,10 @@ class DiscordAdapter:
         log.info("connected to Discord as %s (%s)", user, getattr(user, "id", "?"))
         self._connected = True
         self.ready.set()
-        if not self._recovering:
-            self._recovering = True
-            self._inflight.track(asyncio.create_task(self._recover(), name="discord recovery"))
+        if self._recovering is None:
+            self._recovering = asyncio.create_task(
+                self.service.keep_recovering(PLATFORM), name="discord recovery"
+            )
         # A new session (not a RESUME, which replays what was missed): what was said while
         # the bot was away is read back.
         self._inflight.track(asyncio.create_task(self._catch_up(), name="discord catch-up"))
@@ -338,17 +342,6 @@ class DiscordAdapter:
                     await self.on_message(message)
             except discord.HTTPException as exc:
                 log.warning("cannot read back %s after reconnecting: %s", channel.id, exc)
-
-    async def _recover(self) -> None:
-        """Answer the questions taken in before the last stop and left unanswered."""
-        try:
-            count = await self.service.recover(PLATFORM)
-            if count:
-                log.info("answered %d Discord question(s) left from before the restart", count)
-        except Exception:
-            log.exception("recovering the questions left from before the restart failed")
-        finally:
-            self._recovering = False
 
     def _resume(self, event: Event, reply_id: str) -> Reply:
         """The reply to ``event`` after a restart; finishing the message ``reply_id`` when

@@ -162,6 +162,7 @@ class SlackAdapter:
         self.app.command(COMMAND)(self.on_command)
         # Questions taken in are answered after a crash or a kill: recovered on each start.
         service.resumable(PLATFORM, self._resume)
+        self._recovering: asyncio.Task[None] | None = None
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -174,6 +175,9 @@ class SlackAdapter:
                 await self._serve_socket()
         finally:
             self.connected = False
+            if self._recovering is not None:
+                self._recovering.cancel()
+                await asyncio.gather(self._recovering, return_exceptions=True)
             await self._inflight.drain(self.config.ops.shutdown_grace)
             for reply in list(self._replies):
                 await reply.close()
@@ -211,7 +215,9 @@ class SlackAdapter:
         self.connected = True
         self.ready.set()
         log.info("Slack: connected in Socket Mode")
-        self._inflight.track(asyncio.create_task(self._recover(), name="slack recovery"))
+        self._recovering = asyncio.create_task(
+            self.service.keep_recovering(PLATFORM), name="slack recovery"
+        )
         try:
             await _forever()
         finally:
@@ -235,7 +241,9 @@ class SlackAdapter:
         self.connected = True
         self.ready.set()
         log.info("Slack: Events API endpoint at %s", self.url)
-        self._inflight.track(asyncio.create_task(self._recover(), name="slack recovery"))
+        self._recovering = asyncio.create_task(
+            self.service.keep_recovering(PLATFORM), name="slack recovery"
+        )
         try:
             await _forever()
         finally:
@@ -380,15 +388,6 @@ class SlackAdapter:
             interval=self.section.edit_interval,
             staff=self._staff,
         )
-
-    async def _recover(self) -> None:
-        """Answer the questions taken in before the last stop and left unanswered."""
-        try:
-            count = await self.service.recover(PLATFORM)
-            if count:
-                log.info("answered %d Slack question(s) left from before the restart", count)
-        except Exception:
-            log.exception("recovering the questions left from before the restart failed")
 
     def _resume(self, event: Event, reply_id: str) -> Reply:
         """The reply to ``event`` after a restart, in its thread; the message ``reply_id``

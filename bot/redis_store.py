@@ -386,6 +386,12 @@ class RedisStore(Store):
         oldest = await self._do(redis.zrange(waiting, 0, 0, withscores=True))
         return count, datetime.fromtimestamp(float(oldest[0][1]), UTC) if oldest else None
 
+    async def extend(self, marker: str, ttl: float) -> None:
+        await self._do(self._redis().pexpire(self._key("seen", marker), max(1, int(ttl * 1000))))
+
+    async def release(self, marker: str) -> None:
+        await self._do(self._redis().delete(self._key("seen", marker)))
+
     async def count_questions(
         self, platform: str, workspace: str, user: str, since: datetime
     ) -> int:

@@ -50,9 +50,6 @@ QUOTA = (
 )
 # Platforms redeliver within minutes (Slack retries, a Discord RESUME); a day is ample.
 DEDUP_SECONDS = 86400.0
-#: How long one replica holds an inbox entry it recovers, so that replicas starting together
-#: answer it once (longer than one answer takes; a replica that dies meanwhile lets it go).
-RECOVER_CLAIM_SECONDS = 120.0
 TOO_LATE = (
     "Sorry, I couldn't answer this when you asked: I was restarting. If you still need help,"
     " please ask again."
@@ -105,6 +102,10 @@ class Admission:
     durable: bool = False
 
 
+def _lease(marker: str) -> str:
+    return f"lease/{marker}"
+
+
 def _reply_id(reply: Reply) -> str:
     return str(getattr(reply, "message_id", "") or "")
 
@@ -151,6 +152,8 @@ class Service:
         self.resumers: dict[str, Resume] = {}
         #: Durable events being answered by this process (recover() leaves them be).
         self._answering: set[str] = set()
+        #: How long the lease of an answer in progress lasts unless renewed.
+        self.lease_seconds = config.store.lock_ttl
 
     async def start(self) -> None:
         if self._started:
@@ -172,6 +175,10 @@ class Service:
     async def close(self, grace: float = 10.0) -> None:
         """Stop taking messages, let replies in flight finish within ``grace`` seconds, close."""
         await self.conversations.close(grace)
+        # Answers cut short stay in the inbox; their leases go, so the restart takes them at
+        # once rather than when the leases lapse.
+        for marker in list(self._answering):
+            await self._inbox(self.store.release(_lease(marker)))
         await self.backend.close()
         await self.store.close()
 
@@ -230,12 +237,13 @@ class Service:
                 reply.on_posted = lambda: self._inbox(
                     self.store.inbox_mark(event.marker, "answering", _reply_id(reply))
                 )
+            holding = asyncio.create_task(self._hold(event.marker))
             try:
                 outcome, answer = await self._respond(event, reply, admission.decision)
             finally:
-                # Cancelled (a shutdown past its grace), it stays in the inbox: the restart
-                # finishes it. Otherwise it was answered, or failed with an apology shown.
-                self._answering.discard(event.marker)
+                holding.cancel()
+            # (Cut short, it stays among those answering: close() lets its lease go.)
+            self._answering.discard(event.marker)
             await self._inbox(self.store.inbox_mark(event.marker, "answered", _reply_id(reply)))
         self.metrics.events.labels(event.platform, outcome.value).inc()
         return outcome, answer
@@ -271,8 +279,26 @@ class Service:
                 await self._inbox(self.store.inbox_mark(event.marker, "answered"))
             return Admission(Outcome.LOOP_STOPPED)
         if durable:
+            # The lease says someone alive is answering it: a recovery leaves it be. (A
+            # recovered event holds the lease its recovery took.)
+            if not recovered and not await self._take_lease(event.marker):
+                return Admission(Outcome.DUPLICATE)
             self._answering.add(event.marker)
         return Admission(None, decision, durable)
+
+    async def _take_lease(self, marker: str) -> bool:
+        try:
+            return await self.store.claim(_lease(marker), self.lease_seconds)
+        except StoreError:
+            log.exception("cannot take the lease of %s", marker)
+            return True  # answer it; only its recovery after a crash is at risk
+
+    async def _hold(self, marker: str) -> None:
+        """Renew the lease of an answer in progress until it ends: a process that dies lets
+        it lapse within ``store.lock_ttl``, and the others' recovery takes the entry then."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            await self._inbox(self.store.extend(_lease(marker), self.lease_seconds))
 
     def _loop_guard(self, event: Event) -> bool:
         """False when this is one bot answer too many in a row in this conversation."""
@@ -339,6 +365,16 @@ class Service:
         answers an event after a restart, finishing the message ``reply_id`` when not ''."""
         self.resumers[platform] = resume
 
+    async def keep_recovering(self, platform: str) -> None:
+        """:meth:`recover` now, and again every ``store.lock_ttl`` until cancelled: an entry
+        left by a process that died while answering it is taken once its lease lapses."""
+        while True:
+            try:
+                await self.recover(platform)
+            except Exception:
+                log.exception("recovering the questions left unanswered failed")
+            await asyncio.sleep(self.lease_seconds)
+
     async def recover(self, platform: str) -> int:
         """Answer ``platform``'s events taken in but not answered when the service last stopped
         (a crash, a kill, a deploy): oldest first, at most ``limits.recover_per_minute`` a
@@ -356,12 +392,13 @@ class Service:
             event = entry.event
             if event.marker in self._answering:
                 continue  # delivered again since the restart, and being answered
-            # Replicas starting together: one of them answers each entry; and one answered
-            # meanwhile (delivered again, caught up with) is left alone.
+            # Whoever holds its lease (a replica answering it, or recovering it) is alive: it is
+            # theirs. One answered meanwhile (delivered again, caught up with) is left alone.
             try:
-                if not await self.store.claim(f"recover/{event.marker}", RECOVER_CLAIM_SECONDS):
+                if not await self.store.claim(_lease(event.marker), self.lease_seconds):
                     continue
                 if await self.store.inbox_state(event.marker) in (None, "answered"):
+                    await self.store.release(_lease(event.marker))
                     continue
             except StoreError:
                 log.exception("cannot claim %s for recovery", event.marker)

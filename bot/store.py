@@ -149,6 +149,14 @@ class Store(ABC):
         """True the first time ``marker`` is claimed within ``ttl`` seconds, False after."""
 
     @abstractmethod
+    async def extend(self, marker: str, ttl: float) -> None:
+        """Keep a claim ``ttl`` seconds longer from now."""
+
+    @abstractmethod
+    async def release(self, marker: str) -> None:
+        """Drop a claim: ``marker`` may be claimed again at once."""
+
+    @abstractmethod
     async def count_questions(
         self, platform: str, workspace: str, user: str, since: datetime
     ) -> int:
@@ -375,6 +383,17 @@ class SQLiteStore(Store):
             return int(count), datetime.fromtimestamp(oldest, UTC) if oldest is not None else None
 
         return await self._run(query)
+
+    async def extend(self, marker: str, ttl: float) -> None:
+        row = (time.time() + ttl, marker)
+        await self._run(
+            lambda: self._conn().execute("UPDATE seen SET expires_at = ? WHERE marker = ?", row)
+        )
+
+    async def release(self, marker: str) -> None:
+        await self._run(
+            lambda: self._conn().execute("DELETE FROM seen WHERE marker = ?", (marker,))
+        )
 
     async def count_questions(
         self, platform: str, workspace: str, user: str, since: datetime

@@ -16,10 +16,13 @@ from bot.service import Service
 from bot.store import SQLiteStore
 from tests.scripted import GatedBackend, ScriptedBackend
 
+LEASE = 0.5
+
 
 async def main(db: str, stage: str) -> None:
     config = Config(
-        store=StoreConfig(path=db),
+        # A short lease: the test recovers soon after the kill, once it has lapsed.
+        store=StoreConfig(path=db, lock_ttl=LEASE),
         knowledge=KnowledgeConfig(enabled=False),
         limits=LimitsConfig(user_per_minute=0, channel_per_minute=0),
     )

@@ -19,7 +19,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -106,11 +106,11 @@ def _channel(ident: str, name: str, kind: int = 0, parent: str | None = None) ->
     }
 
 
-def guild_payload(last: dict[str, str] | None = None) -> dict[str, Any]:
-    """GUILD_CREATE for the test guild: two text channels in a category and a thread;
-    ``last``: each channel's latest message id."""
+def guild_payload(last: dict[str, str] | None = None, extra: Sequence[str] = ()) -> dict[str, Any]:
+    """GUILD_CREATE for the test guild: two text channels in a category (and the ``extra``
+    ones) and a thread; ``last``: each channel's latest message id."""
     last = last or {}
-    payload = {
+    payload: dict[str, Any] = {
         "id": GUILD_ID,
         "name": "Acme Cloud",
         "icon": None,
@@ -163,6 +163,9 @@ def guild_payload(last: dict[str, str] | None = None) -> dict[str, Any]:
             }
         ],
     }
+    payload["channels"] += [
+        _channel(ident, f"help-{n}", parent=CATEGORY_ID) for n, ident in enumerate(extra, 1)
+    ]
     for channel in payload["channels"]:
         channel["last_message_id"] = last.get(channel["id"])
     return payload
@@ -194,8 +197,10 @@ class _Session:
 
 
 class FakeDiscord:
-    def __init__(self, token: str = "fake-token") -> None:
+    def __init__(self, token: str = "fake-token", channels: int = 0) -> None:
+        """``channels``: text channels besides CHANNEL_A and CHANNEL_B (``extra_channels``)."""
         self.token = token
+        self.extra_channels = [str(1300000000000001000 + n) for n in range(channels)]
         self.bot_id = BOT_ID
         self.app_id = BOT_ID
         self.calls: list[Call] = []
@@ -298,7 +303,9 @@ class FakeDiscord:
         kind: int | None = None,
     ) -> dict[str, Any]:
         """A user's message arriving as MESSAGE_CREATE; returns its payload."""
-        data = self._user_message(content, channel, author, guild, mentions, roles, reply_to, kind)
+        data: dict[str, Any] = self._user_message(
+            content, channel, author, guild, mentions, roles, reply_to, kind
+        )
         await self.dispatch("MESSAGE_CREATE", data)
         return data
 
@@ -375,7 +382,7 @@ class FakeDiscord:
             if channel == THREAD_ID
             else _channel(channel, "general", parent=CATEGORY_ID)
         )
-        data = {
+        data: dict[str, Any] = {
             "id": snowflake(),
             "application_id": self.app_id,
             "type": 2,
@@ -487,7 +494,8 @@ class FakeDiscord:
         await self._send_dispatch(socket, "READY", ready)
         if session.shard is None or session.shard[0] == 0:
             last = {channel: found[-1]["id"] for channel, found in self.history.items() if found}
-            await self._send_dispatch(socket, "GUILD_CREATE", guild_payload(last))
+            payload = guild_payload(last, self.extra_channels)
+            await self._send_dispatch(socket, "GUILD_CREATE", payload)
 
     async def _resume(self, socket: web.WebSocketResponse, data: dict[str, Any]) -> None:
         self.resumes.append(data)
@@ -597,9 +605,9 @@ class FakeDiscord:
         if method == "GET" and (match := re.fullmatch(r"/channels/(\d+)/messages", path)):
             # The `limit` messages right after `after`, newest first, as Discord answers.
             after = int(request.query.get("after", "0"))
-            limit = int(request.query.get("limit", "50"))
+            count = int(request.query.get("limit", "50"))
             found = [m for m in self.history.get(match.group(1), []) if int(m["id"]) > after]
-            return self._json([_public(m) for m in reversed(found[:limit])])
+            return self._json([_public(m) for m in reversed(found[:count])])
         if match := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", path):
             message = self.messages.get(match.group(2))
             if message is None:
