@@ -195,6 +195,17 @@ async def run(
     )
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__)
     parser.add_argument("--questions", type=int, default=100)
@@ -211,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                 run(args.questions, args.channels, kills, args.seed, folder / name, log)
             )
     calm, chaos = runs["calm"], runs["chaos"]
-    cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    cpu = f"{_cpu_name()}, {os.cpu_count()} cores"
     print(f"bench.chaos on {cpu}; logs in {folder}\n")
     print("| run | questions | kills | answered once | twice | lost | delay p50 / p95 (s) |")
     print("|---|---:|---:|---:|---:|---:|---:|")

@@ -1,8 +1,8 @@
 """A Parley service that takes one question in and is then killed (tests/test_inbox.py).
 
-``python -m tests.inbox_child DB STAGE``: with ``taken``, the model never starts writing; with
-``posted``, it writes the first words of the answer and stalls. Once the store shows that stage,
-it prints ``ready`` and waits to be killed.
+``python -m tests.inbox_child DB STAGE [REDIS_URL]``: with ``taken``, the model never starts
+writing; with ``posted``, it writes the first words of the answer and stalls. Once the store
+(SQLite at DB, or Redis) shows that stage, it prints ``ready`` and waits to be killed.
 """
 
 from __future__ import annotations
@@ -12,17 +12,16 @@ import sys
 
 from adapters.memory import MemoryAdapter
 from bot.config import Config, KnowledgeConfig, LimitsConfig, StoreConfig
-from bot.service import Service
-from bot.store import SQLiteStore
+from bot.service import Service, build_store
 from tests.scripted import GatedBackend, ScriptedBackend
 
 LEASE = 0.5
 
 
-async def main(db: str, stage: str) -> None:
+async def main(db: str, stage: str, redis_url: str = "") -> None:
     config = Config(
         # A short lease: the test recovers soon after the kill, once it has lapsed.
-        store=StoreConfig(path=db, lock_ttl=LEASE),
+        store=StoreConfig(path=db, url=redis_url, lock_ttl=LEASE),
         knowledge=KnowledgeConfig(enabled=False),
         limits=LimitsConfig(user_per_minute=0, channel_per_minute=0),
     )
@@ -31,7 +30,7 @@ async def main(db: str, stage: str) -> None:
         if stage == "posted"
         else ScriptedBackend("never written", delay=3600)
     )
-    service = Service(config, backend, SQLiteStore(db))
+    service = Service(config, backend, build_store(config))
     await service.start()
     chat = MemoryAdapter(service, durable=True)
     chat.send("where is my parcel?", message_id="m1")
@@ -45,4 +44,4 @@ async def main(db: str, stage: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(*sys.argv[1:4]))

@@ -33,10 +33,10 @@ def _service(db: Path, backend: ScriptedBackend, limits: LimitsConfig = LIMITS) 
     return Service(config, backend, SQLiteStore(db))
 
 
-def _kill_at(db: Path, stage: str) -> None:
+def kill_at(db: Path, stage: str, redis_url: str = "") -> None:
     """Run a service that takes a question in, and SIGKILL it at ``stage``."""
     with subprocess.Popen(
-        [sys.executable, "-m", "tests.inbox_child", str(db), stage],
+        [sys.executable, "-m", "tests.inbox_child", str(db), stage, redis_url],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -71,7 +71,7 @@ async def test_a_question_taken_in_before_a_kill_is_answered_once_after_the_rest
     tmp_path: Path, stage: str, reply_id: str
 ) -> None:
     db = tmp_path / "parley.db"
-    await asyncio.to_thread(_kill_at, db, stage)
+    await asyncio.to_thread(kill_at, db, stage)
     # The killed process held the answer's lease: the others leave it be until it lapses.
     await asyncio.sleep(LEASE + 0.2)
 

@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from adapters.memory import MemoryAdapter, MemoryReply
-from bot.config import Config, StoreConfig
+from bot.config import Config, KnowledgeConfig, StoreConfig
 from bot.errors import StoreError
 from bot.events import ConversationKey, Event
 from bot.generation.base import ChatMessage
@@ -290,3 +290,33 @@ async def test_the_shared_bucket_refills_on_redis_time(store: RedisStore) -> Non
     assert (await store.take_token("user:u", 100.0, 1.0))[2] is False  # told already
     await asyncio.sleep(0.05)
     assert (await store.take_token("user:u", 100.0, 1.0))[0] is True
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("stage", "reply_id"), [("taken", "resumed-m1"), ("posted", "reply-m1")])
+async def test_a_question_taken_in_before_a_kill_is_answered_once_from_redis(
+    tmp_path: Path, redis_url: str, stage: str, reply_id: str
+) -> None:
+    from tests.inbox_child import LEASE
+    from tests.test_inbox import ANSWER, LIMITS, kill_at
+
+    await asyncio.to_thread(kill_at, tmp_path / "x.db", stage, redis_url)
+    await asyncio.sleep(LEASE + 0.2)  # the killed process's lease lapses
+    config = Config(
+        store=StoreConfig(path=str(tmp_path / "x.db"), url=redis_url),
+        knowledge=KnowledgeConfig(enabled=False),
+        limits=LIMITS,
+    )
+    service = Service(config, ScriptedBackend(ANSWER), build_store(config))
+    await service.start()
+    chat = MemoryAdapter(service, durable=True)
+    assert await service.recover("memory") == 1
+    [(event, reply)] = chat.resumed
+    assert await reply.wait() == ANSWER and reply.message_id == reply_id
+    assert await service.recover("memory") == 0
+    turns = await service.store.history(event.key)
+    assert [(t.role, t.content) for t in turns] == [
+        ("user", "where is my parcel?"),
+        ("assistant", ANSWER),
+    ]
+    await service.close()
