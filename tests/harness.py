@@ -1,13 +1,16 @@
-"""What the adapter tests share: recording the service's outcomes, and a connected adapter."""
+"""What the adapter tests share: recording the service's outcomes, a connected adapter, and
+what waits in a store's inbox."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from bot.service import Outcome, Service
+from bot.store import SQLiteStore
 
 Outcomes = list[tuple[str, Outcome]]
 
@@ -48,3 +51,22 @@ async def connected(adapter: Any, within: float = 15) -> AsyncIterator[None]:
         ready.cancel()
         running.cancel()
         await asyncio.gather(running, ready, return_exceptions=True)
+
+
+async def waiting(db: str | Path) -> int:
+    """Questions in the SQLite store's inbox not answered yet."""
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        return (await store.inbox_count())[0]
+    finally:
+        await store.close()
+
+
+async def inbox_emptied(db: str | Path, within: float = 15.0) -> None:
+    """Wait until every question in the inbox is answered."""
+    for _ in range(int(within / 0.05)):
+        if not await waiting(db):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{await waiting(db)} question(s) still wait in the inbox")

@@ -38,7 +38,7 @@ from tests.fakes.discord import (
     THREAD_ID,
     FakeDiscord,
 )
-from tests.harness import connected, record_outcomes
+from tests.harness import connected, inbox_emptied, record_outcomes, waiting
 from tests.scripted import GatedBackend, ScriptedBackend
 
 
@@ -504,12 +504,12 @@ async def test_an_answer_cut_by_a_stop_is_finished_in_its_message_after_the_rest
         [posted] = await fake.wait_for(lambda: fake.sent(CHANNEL_A))
         await service.close(grace=0.1)  # stopped mid-answer, as a deploy or a kill would
     assert posted["content"] != answer
-    assert (await _inbox(db))[0] == 1
+    assert await waiting(db) == 1
 
     # Started again: the question is answered in the message already posted, not a new one.
     async with serving(fake, tmp_path, ScriptedBackend(answer), config=config):
         await fake.wait_for(final(fake, CHANNEL_A, answer))
-        await _emptied(db)
+        await inbox_emptied(db)
     assert [m["id"] for m in fake.sent(CHANNEL_A)] == [posted["id"]]
 
 
@@ -533,26 +533,8 @@ async def test_a_question_taken_in_before_a_crash_is_answered_after_the_restart(
     async with serving(fake, tmp_path, ScriptedBackend(answer)):
         [sent] = await fake.wait_for(final(fake, CHANNEL_A, answer))
         assert sent["message_reference"]["message_id"] == question.message_id
-        await _emptied(db)
+        await inbox_emptied(db)
     assert len(fake.sent()) == 1
-
-
-async def _emptied(db: str, within: float = 15.0) -> None:
-    """Wait until every question in the inbox is answered."""
-    for _ in range(int(within / 0.05)):
-        if await _inbox(db) == (0, None):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"questions still wait in the inbox: {await _inbox(db)}")
-
-
-async def _inbox(db: str) -> tuple[int, Any]:
-    store = SQLiteStore(db)
-    await store.open()
-    try:
-        return await store.inbox_count()
-    finally:
-        await store.close()
 
 
 async def test_questions_asked_while_the_bot_was_away_are_answered_once_it_is_back(

@@ -47,7 +47,7 @@ from tests.fakes.slack import (
     new_ts,
     signed_headers,
 )
-from tests.harness import Outcomes, connected, record_outcomes
+from tests.harness import Outcomes, connected, inbox_emptied, record_outcomes, waiting
 from tests.scripted import GatedBackend, ScriptedBackend
 
 MENTION = f"<@{BOT_USER}>"
@@ -537,15 +537,6 @@ async def _left_by_a_crash(db: Path, asked: dict[str, Any], reply_id: str = "") 
     return event.marker
 
 
-async def _waiting(db: Path) -> int:
-    store = SQLiteStore(db)
-    await store.open()
-    try:
-        return (await store.inbox_count())[0]
-    finally:
-        await store.close()
-
-
 async def test_a_question_taken_in_before_a_crash_is_answered_once_after_the_restart(
     fake: FakeSlack, tmp_path: Path
 ) -> None:
@@ -559,7 +550,7 @@ async def test_a_question_taken_in_before_a_crash_is_answered_once_after_the_res
         assert await fake.wait_for(answered(outcomes, asked)) == [Outcome.DUPLICATE]
     [reply] = fake.thread(CHANNEL, asked["ts"])
     assert reply.body == answer
-    assert await _waiting(tmp_path / "parley.db") == 0
+    assert await waiting(tmp_path / "parley.db") == 0
 
 
 async def test_an_answer_cut_by_a_crash_is_finished_in_its_own_message(
@@ -571,10 +562,7 @@ async def test_an_answer_cut_by_a_crash_is_finished_in_its_own_message(
     await _left_by_a_crash(tmp_path / "parley.db", asked, reply_id=cut.ts)
     async with serving(fake, tmp_path, ScriptedBackend(answer)):
         await fake.wait_for(lambda: fake.messages[cut.ts].updates)
-        for _ in range(100):
-            if not await _waiting(tmp_path / "parley.db"):
-                break
-            await asyncio.sleep(0.05)
+        await inbox_emptied(tmp_path / "parley.db")
     assert [m.ts for m in fake.thread(CHANNEL, asked["ts"])] == [cut.ts]
     assert fake.messages[cut.ts].body == to_mrkdwn(answer)
-    assert await _waiting(tmp_path / "parley.db") == 0
+    assert await waiting(tmp_path / "parley.db") == 0
