@@ -1,0 +1,112 @@
+"""One direction of imports: adapters → core → generation / knowledge / storage, no cycles.
+
+Every import counts, a late one inside a function too. The core (``bot``) may not import an
+adapter or a platform library (discord.py, slack-bolt, slack-sdk), and no two project modules
+may import each other, however indirectly. Today's exceptions are listed, and may only shrink:
+the layout issue (#40) removes them.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PLATFORM_LIBRARIES = ("adapters", "discord", "slack_bolt", "slack_sdk")
+
+#: The CLI wires the adapters from inside bot/ (an app layer on top will).
+KNOWN_CORE_TO_PLATFORM = {"bot.cli"}
+#: config.py validates the policy with policy.py's rules, which read config.py's types.
+KNOWN_CYCLES = [["bot.config", "bot.policy"]]
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in ("bot", "adapters"):
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = path
+    return found
+
+
+def _imports(path: Path, name: str) -> set[str]:
+    found = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: from the module's own package
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                found.add(f"{base}.{node.module}" if node.module else base)
+            elif node.module:
+                found.add(node.module)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+
+    def resolve(imported: str) -> str:
+        while imported and imported not in modules:
+            imported = imported.rpartition(".")[0]
+        return imported
+
+    return {
+        name: {resolve(i) for i in _imports(path, name)} - {"", name}
+        for name, path in modules.items()
+    }
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in graph[node]:
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                other = stack.pop()
+                component.append(other)
+                if other == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def test_the_core_imports_no_adapter_and_no_platform_library() -> None:
+    offenders = {
+        name
+        for name, path in _modules().items()
+        if name.split(".")[0] == "bot"
+        and any(i.split(".")[0] in PLATFORM_LIBRARIES for i in _imports(path, name))
+    }
+    assert offenders <= KNOWN_CORE_TO_PLATFORM, offenders - KNOWN_CORE_TO_PLATFORM
+
+
+def test_no_new_import_cycle() -> None:
+    cycles = _cycles(_graph())
+    assert all(cycle in KNOWN_CYCLES for cycle in cycles), cycles
+
+
+def test_the_checks_see_a_cycle_and_a_late_import() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    # config.py imports policy.py inside load_config(): still an import.
+    assert "bot.policy" in _graph()["bot.config"]
