@@ -10,7 +10,7 @@ import importlib
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from bot.config import Config, load_config
@@ -110,9 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(doctor(config))
     if args.command == "report":
+        from bot.knowledge.embed import Embedder
         from bot.report import build_report, format_report
 
-        print(format_report(build_report(config.store.path, args.days, encode=_encoder(config))))
+        # (The embedding model loads only if there are questions to group.)
+        encode = Embedder(config.knowledge.embedding_model).encode
+        print(format_report(build_report(config.store.path, args.days, encode=encode)))
         return 0
     try:
         if args.command == "chat":
@@ -305,17 +308,3 @@ async def _start_ops(config: Config, service: Service, adapters: list[Any]) -> O
         )
         return None
     return ops
-
-
-def _encoder(config: Config) -> Callable[[list[str]], Any] | None:
-    """The knowledge base's embedding model, to group the report's questions by meaning; None
-    (grouped by wording) when it cannot be loaded."""
-    from bot.knowledge.embed import Embedder
-
-    try:
-        embedder = Embedder(config.knowledge.embedding_model)
-        embedder.encode(["warm up"])
-    except Exception as exc:  # the report is still worth having
-        print(f"parley report: grouping by wording only ({exc})", file=sys.stderr)
-        return None
-    return embedder.encode

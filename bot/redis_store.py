@@ -363,16 +363,20 @@ class RedisStore(Store):
     async def inbox_waiting(self, limit: int = 1000) -> list[Waiting]:
         redis = self._redis()
         markers = await self._do(redis.zrange(f"{self.prefix}inbox", 0, limit - 1))
+        async with redis.pipeline(transaction=False) as pipe:
+            for marker in markers:
+                pipe.hgetall(self._key("inbox", str(marker)))
+            entries = await self._do(pipe.execute())
         found = []
-        for marker in markers:
-            entry = await self._do(redis.hgetall(self._key("inbox", str(marker))))
+        for entry in entries:
             values = {str(k): str(v) for k, v in entry.items()}  # (decoded already)
-            if "event" not in values or values.get("state") == "answered":
+            state = values.get("state", "received")
+            if "event" not in values or state == "answered":
                 continue
             found.append(
                 Waiting(
                     Event.from_json(values["event"]),
-                    values.get("state", "received"),  # type: ignore[arg-type]
+                    cast(InboxState, state),
                     values.get("reply_id", ""),
                     datetime.fromtimestamp(float(values.get("received_at", 0)), UTC),
                 )

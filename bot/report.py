@@ -9,6 +9,7 @@ the largest group first.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections import Counter
@@ -19,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["Gap", "Report", "build_report", "format_report", "group"]
+
+log = logging.getLogger(__name__)
 
 #: Questions at least this similar (cosine) on average are one gap.
 SAME_GAP = 0.5
@@ -57,9 +60,8 @@ def group(
     largest group first."""
     wordings = Counter(" ".join(q.lower().split()) for q in questions)
     distinct = sorted(wordings, key=lambda q: (-wordings[q], q))[:MAX_GROUPED]
-    if encode is None or len(distinct) < 2:
-        labels = list(range(len(distinct)))
-    else:
+    labels = list(range(len(distinct)))
+    if encode is not None and len(distinct) >= 2:
         from sklearn.cluster import AgglomerativeClustering
 
         clustering = AgglomerativeClustering(
@@ -68,7 +70,10 @@ def group(
             linkage="average",
             distance_threshold=1 - SAME_GAP,
         )
-        labels = [int(label) for label in clustering.fit_predict(encode(distinct))]
+        try:
+            labels = [int(label) for label in clustering.fit_predict(encode(distinct))]
+        except Exception as exc:  # a missing embedding model: the report is still worth having
+            log.warning("grouping the gaps by wording only: %s", exc)
     members: dict[int, list[str]] = {}
     for label, wording in zip(labels, distinct, strict=True):
         members.setdefault(label, []).append(wording)  # most asked first

@@ -66,22 +66,16 @@ def tune(results: Sequence[Result], min_score: float, max_refused: float = 0.10)
     refuses at most ``max_refused`` of the answerable ones."""
     from sklearn.linear_model import LogisticRegression  # only --tune needs it
 
-    usable = [r for r in results if r.signals is not None]
-    answerable = np.array([not r.item.out_of_scope for r in usable])
+    found = [(r.item.out_of_scope, r.signals) for r in results if r.signals is not None]
+    answerable = np.array([not out_of_scope for out_of_scope, _ in found])
     if answerable.all() or not answerable.any():
         return None
-    centred = np.array(
-        [
-            [r.signals.values()[name] - REFERENCE[name] for name in SIGNALS]
-            for r in usable
-            if r.signals is not None
-        ]
-    )
+    centred = np.array([[s.values()[name] - REFERENCE[name] for name in SIGNALS] for _, s in found])
     model = LogisticRegression(C=REGULARISATION, class_weight="balanced", max_iter=1000)
     model.fit(centred, answerable)
     # Rounded as printed, so that the lines pasted decide exactly as measured here.
     weights = np.round(model.coef_[0], 2)
-    floor = np.array([r.signals.similarity >= min_score for r in usable if r.signals is not None])
+    floor = np.array([s.similarity >= min_score for _, s in found])
     terms = centred @ weights
 
     def refused_at(bias: float) -> float:
