@@ -7,14 +7,12 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-import json
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-from aiohttp import web
 
 from adapters.memory import MemoryAdapter, MemoryReply
 from bot.cli import main
@@ -27,6 +25,7 @@ from bot.generation.models import PromptFormat
 from bot.generation.remote import RemoteBackend
 from bot.service import Service, build_service
 from tests.conftest import make_config
+from tests.fakes.inference import serving as fake_inference
 from tests.transformers_server import TransformersServer
 
 pytestmark = pytest.mark.bundled
@@ -211,70 +210,8 @@ def test_parley_doctor_exits_non_zero_on_a_problem(
 
 
 # -- against small loopback servers ---------------------------------------------------------
-@dataclasses.dataclass
-class FakeServer:
-    """An OpenAI-compatible endpoint whose answers a test scripts."""
-
-    url: str = ""
-    hits: int = 0
-    # What the next chat requests get: a status (with Retry-After) or None for a good reply.
-    refusals: list[tuple[int, str]] = dataclasses.field(default_factory=list)
-    always: tuple[int, str] | None = None
-    key: str | None = None
-    bodies: list[dict[str, object]] = dataclasses.field(default_factory=list)
-
-
-@contextlib.asynccontextmanager
-async def _fake(**fields: object) -> AsyncIterator[FakeServer]:
-    fake = FakeServer(**fields)  # type: ignore[arg-type]
-
-    def authorised(request: web.Request) -> bool:
-        return fake.key is None or request.headers.get("Authorization") == f"Bearer {fake.key}"
-
-    async def models(request: web.Request) -> web.Response:
-        if not authorised(request):
-            return web.json_response({"error": {"message": "Invalid API key"}}, status=401)
-        return web.json_response({"object": "list", "data": [{"id": "support-model"}]})
-
-    async def chat(request: web.Request) -> web.StreamResponse:
-        fake.hits += 1
-        if not authorised(request):
-            return web.json_response({"error": {"message": "Invalid API key"}}, status=401)
-        refusal = fake.refusals.pop(0) if fake.refusals else fake.always
-        if refusal is not None:
-            status, retry_after = refusal
-            return web.json_response(
-                {"error": {"message": "overloaded"}},
-                status=status,
-                headers={"Retry-After": retry_after} if retry_after else {},
-            )
-        fake.bodies.append(await request.json())
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for piece in ("Hello", " there", "!"):
-            chunk = {"choices": [{"index": 0, "delta": {"content": piece}}]}
-            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-        end = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-        await response.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
-        return response
-
-    app = web.Application()
-    app.router.add_get("/v1/models", models)
-    app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    fake.url = f"http://127.0.0.1:{port}"
-    try:
-        yield fake
-    finally:
-        await runner.cleanup()
-
-
 async def test_429_and_503_are_retried_honouring_retry_after() -> None:
-    async with _fake(refusals=[(429, "0"), (503, "0")]) as fake:
+    async with fake_inference(refusals=[(429, "0"), (503, "0")]) as fake:
         async with _backend(_remote(fake.url, backoff=0.01)) as backend:
             assert "".join([d async for d in backend.stream(MESSAGES, SHORT)]) == "Hello there!"
         assert fake.hits == 3
@@ -282,7 +219,7 @@ async def test_429_and_503_are_retried_honouring_retry_after() -> None:
 
 
 async def test_a_server_that_stays_overloaded_means_busy() -> None:
-    async with _fake(always=(503, "0")) as fake:
+    async with fake_inference(always=(503, "0")) as fake:
         async with _backend(_remote(fake.url, retries=2, backoff=0.01)) as backend:
             with pytest.raises(Busy):
                 async for _ in backend.stream(MESSAGES, SHORT):
@@ -291,7 +228,7 @@ async def test_a_server_that_stays_overloaded_means_busy() -> None:
 
 
 async def test_a_failing_server_is_left_out_while_another_answers() -> None:
-    async with _fake() as good, _fake() as bad:
+    async with fake_inference() as good, fake_inference() as bad:
         async with _backend(_remote(bad.url, good.url, backoff=0.01)) as backend:
             bad.always = (503, "")  # it was healthy at start-up, then went wrong
             for _ in range(4):
@@ -303,7 +240,7 @@ async def test_a_refused_key_is_one_line_at_start_up_and_in_doctor(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("PARLEY_REMOTE_API_KEY", "wrong")
-    async with _fake(key="right") as fake:
+    async with fake_inference(key="right") as fake:
         with pytest.raises(GenerationError) as caught:
             await RemoteBackend(_remote(fake.url)).start()
         message = str(caught.value)
@@ -324,7 +261,7 @@ async def test_a_refused_key_is_one_line_at_start_up_and_in_doctor(
 
 
 async def test_a_service_with_the_remote_backend_needs_no_local_model(tmp_path: Path) -> None:
-    async with _fake() as fake:
+    async with fake_inference() as fake:
         config = dataclasses.replace(
             make_config(tmp_path / "no-model-here", tmp_path, backend="remote"),
             remote=_remote(fake.url),
