@@ -9,7 +9,11 @@ query string, a form or a JSON body. The streaming methods keep the streamed Mar
 
 Socket Mode: ``apps.connections.open`` (app-level token only) hands out a ``ws://`` URL; the
 socket sends ``hello``, then the envelopes a test sends with ``send_envelope``, and records each
-``envelope_id`` the client acknowledges.
+``envelope_id`` the client acknowledges. As Slack does, an envelope goes to one of the open
+connections (in turn), waits for one while none is open, and one not acknowledged within
+``ack_within`` seconds is delivered again (``retry_attempt`` counting, ``retry_reason``
+"timeout"), up to ``retries`` times: a process killed before it acknowledged gets it again
+once it is back.
 
 For HTTP mode, ``signed_headers`` signs a body with the v0 HMAC scheme, as Slack does.
 """
@@ -111,10 +115,18 @@ class Message:
 @dataclass
 class FakeSlack:
     refuse_streaming: bool = False
+    ack_within: float = 3.0
+    retries: int = 3
     calls: list[Call] = field(default_factory=list)
     messages: dict[str, Message] = field(default_factory=dict)
     acked: set[str] = field(default_factory=set)
     sent_envelopes: list[str] = field(default_factory=list)
+    #: Every delivery of an envelope: its id and ``retry_attempt``.
+    deliveries: list[tuple[str, int]] = field(default_factory=list)
+    connections: int = 0
+    _undelivered: list[dict[str, Any]] = field(default_factory=list)
+    _redelivering: set[asyncio.Task[None]] = field(default_factory=set)
+    _turn: int = 0
     _limits: dict[str, list[float]] = field(default_factory=dict)
     _sockets: list[web.WebSocketResponse] = field(default_factory=list)
     _changed: asyncio.Condition | None = None
@@ -138,6 +150,8 @@ class FakeSlack:
         return self
 
     async def close(self) -> None:
+        for task in self._redelivering:
+            task.cancel()
         for ws in list(self._sockets):
             await ws.close()
         if self._runner is not None:
@@ -150,8 +164,8 @@ class FakeSlack:
         self._limits.setdefault(method, []).extend(retry_after)
 
     async def send_envelope(self, kind: str, payload: dict[str, Any]) -> str:
-        """Send a Socket Mode envelope (``events_api``, ``slash_commands``) to the client."""
-        await self.wait_for(lambda: self._sockets or None)
+        """Send a Socket Mode envelope (``events_api``, ``slash_commands``) to a client, now or
+        once one connects, and again while it is not acknowledged."""
         envelope_id = str(uuid.uuid4())
         envelope = {
             "envelope_id": envelope_id,
@@ -162,7 +176,10 @@ class FakeSlack:
             "retry_reason": "",
         }
         self.sent_envelopes.append(envelope_id)
-        await self._sockets[-1].send_str(json.dumps(envelope))
+        await self._deliver(envelope)
+        task = asyncio.create_task(self._redeliver(envelope))
+        self._redelivering.add(task)
+        task.add_done_callback(self._redelivering.discard)
         return envelope_id
 
     def called(self, method: str) -> list[Call]:
@@ -194,10 +211,33 @@ class FakeSlack:
 
     # -- Socket Mode ---------------------------------------------------------------------------
 
+    async def _deliver(self, envelope: dict[str, Any]) -> None:
+        if not self._sockets:
+            self._undelivered.append(envelope)
+            return
+        ws = self._sockets[self._turn % len(self._sockets)]
+        self._turn += 1
+        try:
+            await ws.send_str(json.dumps(envelope))
+        except ConnectionError:
+            self._undelivered.append(envelope)
+            return
+        self.deliveries.append((envelope["envelope_id"], envelope["retry_attempt"]))
+
+    async def _redeliver(self, envelope: dict[str, Any]) -> None:
+        ident = envelope["envelope_id"]
+        for attempt in range(1, self.retries + 1):
+            await asyncio.sleep(self.ack_within)
+            if ident in self.acked:
+                return
+            self._undelivered = [e for e in self._undelivered if e["envelope_id"] != ident]
+            await self._deliver({**envelope, "retry_attempt": attempt, "retry_reason": "timeout"})
+
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
         self._sockets.append(ws)
+        self.connections += 1
         await ws.send_str(
             json.dumps(
                 {
@@ -208,6 +248,10 @@ class FakeSlack:
                 }
             )
         )
+        waiting, self._undelivered = self._undelivered, []
+        for envelope in waiting:
+            await self._deliver(envelope)
+        await self._notify()
         try:
             async for frame in ws:
                 if frame.type is not WSMsgType.TEXT:
