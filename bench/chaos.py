@@ -19,8 +19,6 @@ import json
 import os
 import platform
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,10 +28,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench.generation import RESULTS, _pct
+from bench.process import ROOT, ParleyProcess
 from bot.evaluation.golden import parse_golden
 from tests.fakes.discord import BOT_ID, CHANNEL_A, CHANNEL_B, FakeDiscord
 
-ROOT = Path(__file__).resolve().parents[1]
 #: How long a started Parley may take to connect (it loads the model and the index).
 START_WITHIN = 180.0
 
@@ -54,16 +52,16 @@ class Figures:
     timeline: list[tuple[str, float]] = field(default_factory=list)
 
 
-class Parley:
-    """``parley run`` against the fake, as its own process, started and killed at will."""
+class Parley(ParleyProcess):
+    """``parley run`` against the fake Discord, ready once it has a gateway session."""
 
     def __init__(
         self, fake: FakeDiscord, folder: Path, log: IO[str], model_cache: Path | None = None
     ) -> None:
         self.fake = fake
-        self.config = folder / "parley.toml"
+        config = folder / "parley.toml"
         model = f'[model]\ncache_dir = "{model_cache}"\n' if model_cache else ""
-        self.config.write_text(
+        config.write_text(
             model + f'[store]\npath = "{folder / "parley.db"}"\n'
             "[web]\nenabled = false\n[ops]\nenabled = false\n"
             "[limits]\nuser_per_minute = 0\nchannel_per_minute = 0\n"
@@ -73,38 +71,13 @@ class Parley:
             "guild_ready_timeout = 0.5\n",
             encoding="utf-8",
         )
-        self.log = log
-        self.process: asyncio.subprocess.Process | None = None
+        super().__init__(config, log, {"DISCORD_TOKEN": fake.token})
 
     async def start(self) -> None:
         """Start it and wait until it has a gateway session."""
         sessions = len(self.fake.identifies)
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            "--config",
-            str(self.config),
-            "run",
-            cwd=ROOT,
-            env={**os.environ, "DISCORD_TOKEN": self.fake.token},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+        await super().start()
         await self.fake.wait_for(lambda: len(self.fake.identifies) > sessions, START_WITHIN)
-
-    async def kill(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGKILL)
-            await self.process.wait()
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), 30)
-            except TimeoutError:
-                await self.kill()
 
 
 def questions(count: int) -> list[str]:

@@ -93,4 +93,5 @@ async def serving(**fields: Any) -> AsyncIterator[FakeInference]:
     try:
         yield fake
     finally:
+        fake.release()
         await runner.cleanup()
