@@ -40,7 +40,7 @@ from bot.errors import ConfigError, PlatformError
 from bot.events import ConversationKey, Event
 from bot.reply import Reply
 from bot.service import Service
-from bot.store import Rating
+from bot.storage.base import Rating
 
 __all__ = ["DiscordAdapter", "create", "enabled", "readable", "to_event"]
 

@@ -41,7 +41,7 @@ from bot.errors import ConfigError, PlatformError
 from bot.events import ConversationKey, Event
 from bot.reply import Reply
 from bot.service import Admission, Service
-from bot.store import Rating
+from bot.storage.base import Rating
 
 __all__ = ["SlackAdapter", "create", "enabled", "to_event"]
 

@@ -46,7 +46,7 @@ from bot.errors import PlatformError, StoreError
 from bot.events import ConversationKey, Event
 from bot.ratelimit import TokenBucket
 from bot.service import Outcome, Service
-from bot.store import Rating
+from bot.storage.base import Rating
 
 __all__ = ["WebAdapter", "WebReply", "create", "enabled"]
 

@@ -159,7 +159,7 @@ def build_conversations(count: int, seed: int = 5) -> list[list[dict[str, str]]]
     from bot.config import BotConfig, ModelConfig
     from bot.conversation import ConversationManager
     from bot.generation.models import PromptFormat
-    from bot.store import Turn
+    from bot.storage.base import Turn
 
     tokenizer = _tokenizer()
     backend = _CountingBackend(PromptFormat(tokenizer))

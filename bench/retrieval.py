@@ -36,7 +36,7 @@ from bot.knowledge.base import Knowledge, KnowledgeBase
 from bot.knowledge.cite import FOOTER_HEADING
 from bot.knowledge.index import Passage, Source
 from bot.knowledge.retrieve import Retriever
-from bot.store import SQLiteStore
+from bot.storage.sqlite import SQLiteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"hit@1": 0.75, "hit@3": 0.90, "citation": 0.85, "dont_know_oos": 0.80}

@@ -37,7 +37,7 @@ from bot.knowledge.retrieve import Retrieval
 from bot.metrics import Metrics
 from bot.reply import Reply
 from bot.small_talk import reply_to, small_talk
-from bot.store import Status, Store, Turn
+from bot.storage.base import Status, Store, Turn
 from bot.text import clean_output
 
 if TYPE_CHECKING:

@@ -107,7 +107,7 @@ def _local_model(config: Config) -> Check:
 
 
 async def _store(config: Config) -> Check:
-    from bot.service import build_store
+    from bot.storage import build_store
 
     try:
         store = build_store(config)
@@ -137,6 +137,6 @@ def _inbox(waiting: int, oldest: datetime | None) -> str:
 def _describe(config: Config) -> str:
     if not config.store.url:
         return f"sqlite {config.store.path}"
-    from bot.redis_store import mask_url
+    from bot.storage.redis import mask_url
 
     return mask_url(config.store.url)

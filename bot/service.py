@@ -25,13 +25,14 @@ from bot.policy import Decision, Policy, Verdict
 from bot.ratelimit import Limit, RateLimiter
 from bot.reply import Reply
 from bot.small_talk import accepts
-from bot.store import Rating, SQLiteStore, Store
+from bot.storage import build_store
+from bot.storage.base import Rating, Store
 from bot.text import clean_input, cut
 
 if TYPE_CHECKING:
     from bot.knowledge.base import KnowledgeBase
 
-__all__ = ["Outcome", "Service", "build_backend", "build_service", "build_store"]
+__all__ = ["Outcome", "Service", "build_backend", "build_service"]
 
 log = logging.getLogger(__name__)
 
@@ -562,26 +563,6 @@ def build_backend(config: Config) -> Backend:
     from bot.generation.local import LocalBackend
 
     return LocalBackend(config.model)
-
-
-def build_store(config: Config) -> Store:
-    """SQLite at ``store.path``, or Redis when ``store.url`` names one (several replicas)."""
-    url = config.store.url
-    if not url:
-        return SQLiteStore(config.store.path)
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(
-            f"{config.source}: 'store.url' must be empty (SQLite) or a redis://, rediss:// or"
-            " unix:// URL"
-        )
-    from bot.redis_store import RedisStore
-
-    return RedisStore(
-        url,
-        password=config.secret(config.store.password_env),
-        prefix=config.store.prefix,
-        lock_ttl=config.store.lock_ttl,
-    )
 
 
 def build_service(config: Config) -> Service:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.service import Outcome, Service
-from bot.store import SQLiteStore
+from bot.storage.sqlite import SQLiteStore
 
 Outcomes = list[tuple[str, Outcome]]
 

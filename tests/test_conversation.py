@@ -13,7 +13,7 @@ from bot.conversation import APOLOGY, BUSY
 from bot.events import ConversationKey
 from bot.generation.base import ChatMessage
 from bot.service import EMPTY_HINT, RESET_DONE, Outcome, Service
-from bot.store import SQLiteStore
+from bot.storage.sqlite import SQLiteStore
 from tests.scripted import ScriptedBackend
 
 # Rate limits have their own tests; here they would only get in the way.

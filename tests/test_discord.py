@@ -23,7 +23,7 @@ from bot.errors import ConfigError, PlatformError
 from bot.events import ConversationKey, Event
 from bot.generation.base import ChatMessage
 from bot.service import RESET_DONE, Outcome, Service
-from bot.store import SQLiteStore
+from bot.storage.sqlite import SQLiteStore
 from tests.conftest import make_config
 from tests.fakes.discord import (
     ALICE,

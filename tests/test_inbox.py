@@ -17,7 +17,7 @@ from adapters.memory import MemoryAdapter
 from bot.config import Config, KnowledgeConfig, LimitsConfig, StoreConfig
 from bot.events import Event
 from bot.service import TOO_LATE, Service
-from bot.store import SQLiteStore
+from bot.storage.sqlite import SQLiteStore
 from tests.inbox_child import LEASE
 from tests.scripted import ScriptedBackend
 

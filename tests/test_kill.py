@@ -17,8 +17,8 @@ import pytest
 
 from bench.process import ParleyProcess
 from bot.config import Config, StoreConfig
-from bot.service import build_store
-from bot.store import Waiting
+from bot.storage import build_store
+from bot.storage.base import Waiting
 from tests.fakes import discord, slack
 from tests.fakes.inference import FakeInference
 from tests.fakes.inference import serving as inference

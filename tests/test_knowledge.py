@@ -30,7 +30,7 @@ from bot.knowledge.cite import FOOTER_HEADING, strip_sources
 from bot.knowledge.embed import Embedder
 from bot.knowledge.ingest import parse, read_document
 from bot.service import HANDOFF, Outcome, Service
-from bot.store import SQLiteStore
+from bot.storage.sqlite import SQLiteStore
 from tests.scripted import ScriptedBackend
 
 AnswerMode = Literal["extractive", "grounded", "free"]

@@ -17,7 +17,8 @@ from bot.errors import Busy, ModelLoadError
 from bot.generation.base import ChatMessage, GenerationParams
 from bot.generation.detok import IncrementalDecoder
 from bot.generation.local import LocalBackend
-from bot.store import SQLiteStore, Turn
+from bot.storage.base import Turn
+from bot.storage.sqlite import SQLiteStore
 from tests.conftest import make_config
 
 QUESTION = [

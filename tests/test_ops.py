@@ -16,7 +16,7 @@ from bot.conversation import SHUTTING_DOWN, STORE_DOWN
 from bot.events import ConversationKey
 from bot.ops import OpsServer
 from bot.service import Service
-from bot.store import SQLiteStore
+from bot.storage.sqlite import SQLiteStore
 from tests.scripted import ScriptedBackend
 
 KEY = ConversationKey("memory", "", "c1")

@@ -21,7 +21,7 @@ from bot.errors import ConfigError
 from bot.events import Event
 from bot.policy import Policy, Verdict, looks_like_question
 from bot.service import Outcome, Service
-from bot.store import SQLiteStore
+from bot.storage.sqlite import SQLiteStore
 from tests.scripted import ScriptedBackend
 
 GUILD, HELP, CATEGORY, GENERAL = (

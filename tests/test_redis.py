@@ -16,8 +16,9 @@ from bot.config import Config, KnowledgeConfig, StoreConfig
 from bot.errors import StoreError
 from bot.events import ConversationKey, Event
 from bot.generation.base import ChatMessage
-from bot.redis_store import RedisStore, mask_url
-from bot.service import Outcome, Service, build_store
+from bot.service import Outcome, Service
+from bot.storage import build_store
+from bot.storage.redis import RedisStore, mask_url
 from tests.conftest import make_config
 from tests.redis_server import RedisServer
 from tests.scripted import ScriptedBackend

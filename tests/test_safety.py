@@ -13,7 +13,7 @@ from bot.config import BotConfig, Config, LimitsConfig, StoreConfig
 from bot.logs import JsonFormatter, RedactingFormatter
 from bot.ratelimit import Limit, RateLimiter
 from bot.service import Outcome, Service
-from bot.store import SQLiteStore
+from bot.storage.sqlite import SQLiteStore
 from bot.text import clean_input, clean_output
 from tests.scripted import ScriptedBackend
 

@@ -27,7 +27,7 @@ from adapters.slack_reply import PLACEHOLDER, STREAM_LIMIT, UPDATE_LIMIT
 from bot.config import Config, HandoffConfig, OpsConfig, SlackConfig
 from bot.errors import ConfigError, PlatformError
 from bot.service import RESET_DONE, Outcome, Service
-from bot.store import SQLiteStore
+from bot.storage.sqlite import SQLiteStore
 from tests.conftest import make_config
 from tests.fakes.slack import (
     ALICE,

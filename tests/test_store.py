@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.events import ConversationKey
-from bot.store import SQLiteStore
+from bot.storage.sqlite import SQLiteStore
 
 KEY = ConversationKey("console", "", "terminal")
 OTHER = ConversationKey("discord", "g1", "c1", "t1")

@@ -12,7 +12,7 @@ from bot.config import Config, HandoffConfig, LimitsConfig, StoreConfig
 from bot.events import ConversationKey
 from bot.report import Gap, Report, build_report, format_report, group
 from bot.service import HANDOFF, RESUMED, Outcome, Service
-from bot.store import SQLiteStore
+from bot.storage.sqlite import SQLiteStore
 from tests.scripted import ScriptedBackend
 
 KEY = ConversationKey("memory", "", "c1")

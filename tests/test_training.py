@@ -17,7 +17,7 @@ from bot.config import ModelConfig
 from bot.events import ConversationKey
 from bot.generation.base import ChatMessage, GenerationParams
 from bot.generation.local import LocalBackend
-from bot.store import SQLiteStore
+from bot.storage.sqlite import SQLiteStore
 from bot.training import TrainingError
 from bot.training.data import IGNORE, encode, read_conversations
 from bot.training.export import export_training

@@ -25,7 +25,7 @@ from bot.config import BotConfig, Config, KnowledgeConfig, LimitsConfig, StoreCo
 from bot.events import ConversationKey
 from bot.generation.base import ChatMessage
 from bot.service import Service, build_service
-from bot.store import SQLiteStore
+from bot.storage.sqlite import SQLiteStore
 from tests.conftest import make_config
 from tests.scripted import ScriptedBackend
 

@@ -27,7 +27,8 @@ from bot.knowledge.claims import Evidence, Specific, has_fact, unsupported
 from bot.knowledge.embed import Embedder
 from bot.knowledge.index import Source
 from bot.knowledge.scope import Signals
-from bot.service import Outcome, Service, build_backend, build_store
+from bot.service import Outcome, Service, build_backend
+from bot.storage import build_store
 
 __all__ = ["Result", "eval_config", "evaluate", "names"]
 

@@ -1,4 +1,4 @@
-"""Persistent conversation history; SQLite (stdlib ``sqlite3``, WAL) by default.
+"""The default store: SQLite (stdlib ``sqlite3``, WAL), one file.
 
 Every call runs on one dedicated thread, so the event loop never waits on the disk and the
 connection is only ever touched by the thread that opened it.
@@ -7,31 +7,21 @@ connection is only ever touched by the thread that opened it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from bot.errors import StoreError
 from bot.events import ConversationKey, Event
+from bot.storage.base import INBOX_KEEP, InboxState, Rating, Role, Status, Store, Turn, Waiting
 
-__all__ = ["InboxState", "Rating", "SQLiteStore", "Store", "Turn", "Waiting"]
+__all__ = ["SQLiteStore"]
 
-Role = Literal["user", "assistant"]
-# "dont_know": the bot found nothing to answer from and said so.
-Status = Literal["complete", "partial", "failed", "dont_know"]
-Rating = Literal["up", "down"]
-#: An inbox entry's progress: taken in, being answered, answered (or given up on).
-InboxState = Literal["received", "answering", "answered"]
 T = TypeVar("T")
-#: Answered inbox entries are kept this long (seconds), then dropped.
-INBOX_KEEP = 86400.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -82,132 +72,6 @@ CREATE TABLE IF NOT EXISTS feedback (
     UNIQUE (conversation, reply_id, user_id)
 );
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    role: Role
-    content: str
-    created_at: datetime
-    status: Status = "complete"
-
-
-@dataclass(frozen=True, slots=True)
-class Waiting:
-    """An event taken in and not answered yet: the service stopped before it was."""
-
-    event: Event
-    state: InboxState
-    reply_id: str  # the message posted for its answer so far; '' when none
-    received_at: datetime
-
-
-class Store(ABC):
-    """What the conversation manager needs from storage; SQLite here, Redis for scale-out."""
-
-    #: Whether :meth:`take_token` keeps rate limits here, shared by the replicas using it.
-    shares_limits = False
-
-    async def take_token(
-        self, bucket: str, per_second: float, burst: float
-    ) -> tuple[bool, float, bool]:
-        """A token bucket kept in the store (``bot.ratelimit.SharedBuckets``)."""
-        raise NotImplementedError("this store keeps no rate limits")
-
-    @abstractmethod
-    async def open(self) -> None: ...
-
-    @abstractmethod
-    async def close(self) -> None: ...
-
-    @abstractmethod
-    async def append(
-        self,
-        key: ConversationKey,
-        role: Role,
-        content: str,
-        *,
-        status: Status = "complete",
-        user: str = "",
-        message_id: str = "",
-    ) -> None: ...
-
-    @abstractmethod
-    async def history(self, key: ConversationKey, limit: int = 100) -> list[Turn]:
-        """The newest ``limit`` turns since the last reset, oldest first."""
-
-    @abstractmethod
-    async def reset(self, key: ConversationKey) -> None:
-        """Start the conversation afresh; earlier turns stay stored but leave the context."""
-
-    @abstractmethod
-    async def check(self) -> None:
-        """Raise StoreError unless the store can be written right now."""
-
-    @abstractmethod
-    async def claim(self, marker: str, ttl: float) -> bool:
-        """True the first time ``marker`` is claimed within ``ttl`` seconds, False after."""
-
-    @abstractmethod
-    async def extend(self, marker: str, ttl: float) -> None:
-        """Keep a claim ``ttl`` seconds longer from now."""
-
-    @abstractmethod
-    async def release(self, marker: str) -> None:
-        """Drop a claim: ``marker`` may be claimed again at once."""
-
-    @abstractmethod
-    async def count_questions(
-        self, platform: str, workspace: str, user: str, since: datetime
-    ) -> int:
-        """Messages from ``user`` on that platform and workspace taken up since ``since``."""
-
-    @abstractmethod
-    async def start_handoff(self, key: ConversationKey, reason: str) -> None:
-        """Mark the conversation as handed to a human (the bot stays quiet there)."""
-
-    @abstractmethod
-    async def handoff_since(self, key: ConversationKey) -> datetime | None:
-        """When the open handoff in this conversation began; None when there is none."""
-
-    @abstractmethod
-    async def end_handoff(self, key: ConversationKey) -> None: ...
-
-    @abstractmethod
-    async def add_feedback(
-        self, scope: ConversationKey, reply_id: str, user: str, rating: Rating
-    ) -> bool:
-        """Rate the bot answer posted as ``reply_id`` somewhere in ``scope``'s channel (its
-        thread is ignored: reactions do not say it). False when no such answer is known."""
-
-    @abstractmethod
-    async def inbox_add(self, event: Event) -> None:
-        """Take ``event`` (one with a ``marker``) into the inbox, unless it is there already."""
-
-    @abstractmethod
-    async def inbox_mark(self, marker: str, state: InboxState, reply_id: str = "") -> None:
-        """Record an entry's progress (and, when given, the message its answer is in)."""
-
-    @abstractmethod
-    async def inbox_state(self, marker: str) -> InboxState | None:
-        """An entry's state now; None when the inbox has no such entry."""
-
-    @abstractmethod
-    async def inbox_waiting(self, limit: int = 1000) -> list[Waiting]:
-        """Entries not answered yet, oldest first."""
-
-    @abstractmethod
-    async def inbox_count(self) -> tuple[int, datetime | None]:
-        """How many entries wait to be answered, and when the oldest was received."""
-
-    def conversation_lock(
-        self, key: ConversationKey
-    ) -> contextlib.AbstractAsyncContextManager[None]:
-        """Held while one message in ``key`` is answered, so that replicas sharing a store
-        answer a conversation one message at a time. Entering may raise StoreError.
-
-        Nothing to do by default: one process already orders its own conversations."""
-        return contextlib.nullcontext()
 
 
 class SQLiteStore(Store):

@@ -46,7 +46,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from bot.errors import StoreError
 from bot.events import ConversationKey, Event
-from bot.store import INBOX_KEEP, InboxState, Rating, Role, Status, Store, Turn, Waiting
+from bot.storage.base import INBOX_KEEP, InboxState, Rating, Role, Status, Store, Turn, Waiting
 
 __all__ = ["RedisStore", "mask_url"]
 
