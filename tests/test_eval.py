@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import main
+from bot.app.cli import main
 from bot.config import DecisionConfig, load_config
 from bot.errors import ConfigError
 from bot.evaluation.golden import GoldenItem, Turn, parse_golden

@@ -11,10 +11,10 @@ import aiohttp
 import pytest
 
 from adapters.memory import MemoryAdapter, MemoryReply
+from bot.app.ops import OpsServer
 from bot.config import Config, LimitsConfig, OpsConfig, StoreConfig
 from bot.conversation import SHUTTING_DOWN, STORE_DOWN
 from bot.events import ConversationKey
-from bot.ops import OpsServer
 from bot.service import Service
 from bot.storage.sqlite import SQLiteStore
 from tests.scripted import ScriptedBackend

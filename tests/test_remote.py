@@ -15,10 +15,10 @@ import psutil
 import pytest
 
 from adapters.memory import MemoryAdapter, MemoryReply
-from bot.cli import main
+from bot.app.cli import main
+from bot.app.doctor import run_checks
 from bot.config import Config, ModelConfig, RemoteConfig
 from bot.conversation import APOLOGY
-from bot.doctor import run_checks
 from bot.errors import Busy, GenerationError
 from bot.generation.base import ChatMessage, GenerationParams
 from bot.generation.models import PromptFormat

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from adapters.memory import MemoryAdapter
+from bot.app.logs import JsonFormatter, RedactingFormatter
 from bot.config import BotConfig, Config, LimitsConfig, StoreConfig
-from bot.logs import JsonFormatter, RedactingFormatter
 from bot.ratelimit import Limit, RateLimiter
 from bot.service import Outcome, Service
 from bot.storage.sqlite import SQLiteStore

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from adapters.memory import MemoryAdapter
+from bot.app.report import Gap, Report, build_report, format_report, group
 from bot.config import Config, HandoffConfig, LimitsConfig, StoreConfig
 from bot.events import ConversationKey
-from bot.report import Gap, Report, build_report, format_report, group
 from bot.service import HANDOFF, RESUMED, Outcome, Service
 from bot.storage.sqlite import SQLiteStore
 from tests.scripted import ScriptedBackend

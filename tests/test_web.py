@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from adapters.web import WebAdapter
-from bot.cli import _run
+from bot.app.cli import _run
 from bot.config import BotConfig, Config, KnowledgeConfig, LimitsConfig, StoreConfig, WebConfig
 from bot.events import ConversationKey
 from bot.generation.base import ChatMessage

@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from bot.app.logs import setup_logging
+from bot.app.ops import OpsServer
 from bot.config import Config, load_config
 from bot.errors import ConfigError, ParleyError, PlatformError
-from bot.logs import setup_logging
-from bot.ops import OpsServer
 from bot.service import Service, build_service
 
 log = logging.getLogger("parley")
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("train", "export-training"):
         return _training_command(config, args)
     if args.command == "policy":
-        from bot.policy_cli import explain, reload
+        from bot.app.policy_cli import explain, reload
 
         return explain(config, args) if args.policy_command == "explain" else reload(config, args)
     if args.command in ("kb", "eval"):
@@ -106,12 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"parley: {exc}", file=sys.stderr)
             return 2
     if args.command == "doctor":
-        from bot.doctor import doctor
+        from bot.app.doctor import doctor
 
         return asyncio.run(doctor(config))
     if args.command == "report":
+        from bot.app.report import build_report, format_report
         from bot.knowledge.embed import Embedder
-        from bot.report import build_report, format_report
 
         # (The embedding model loads only if there are questions to group.)
         encode = Embedder(config.knowledge.embedding_model).encode
