@@ -13,29 +13,10 @@ from dataclasses import dataclass
 from enum import Enum
 
 from bot.config import PolicyConfig, PolicyOverride, PolicySettings, Trigger
-from bot.errors import ConfigError
 from bot.events import Event
 
-__all__ = ["Decision", "Policy", "Verdict", "looks_like_question", "validate_policy"]
+__all__ = ["Decision", "Policy", "Verdict", "looks_like_question"]
 
-_ID_SHAPES = {
-    # Discord snowflakes; Slack users (U/W), channels (C/G/D), teams (T), user groups (S).
-    "discord": {"any": re.compile(r"\d{15,21}")},
-    "slack": {
-        "user": re.compile(r"[UW][A-Z0-9]{2,}"),
-        "channel": re.compile(r"[CGD][A-Z0-9]{2,}"),
-        "workspace": re.compile(r"[TE][A-Z0-9]{2,}"),
-        "role": re.compile(r"S[A-Z0-9]{2,}"),
-    },
-}
-_ID_KINDS = {
-    "allow_users": "user",
-    "deny_users": "user",
-    "admins": "user",
-    "allow_roles": "role",
-    "allow_channels": "channel",
-    "deny_channels": "channel",
-}
 _QUESTION_WORDS = re.compile(
     r"^(how|what|why|when|where|who|which|can|could|is|are|do|does|did|will|would|should|"
     r"may|any(one|body)|help)\b",
@@ -149,42 +130,3 @@ def _triggered(
     if trigger == "question" and looks_like_question(event.text):
         return "trigger = 'question' and it looks like one"
     return None
-
-
-def validate_policy(config: PolicyConfig, source: str) -> None:
-    """Refuse ids of the wrong shape and channels both allowed and denied, naming the entry."""
-    entries: list[tuple[str, str, PolicySettings | PolicyConfig]] = [("policy", "", config)]
-    for index, override in enumerate(config.overrides):
-        label = f"policy.overrides[{index}]" + (f" ({override.name})" if override.name else "")
-        if override.platform and override.platform not in ("discord", "slack", "web", "console"):
-            raise ConfigError(f"{source}: {label}: unknown platform {override.platform!r}")
-        entries.append((label, override.platform, override))
-        for key, kind in (("channel", "channel"), ("workspace", "workspace")):
-            value = getattr(override, key)
-            if value and not _id_ok(override.platform, kind, value):
-                raise ConfigError(
-                    f"{source}: {label}: {key} {value!r} is not a {override.platform} {kind} id"
-                )
-    for label, platform, entry in entries:
-        for key, kind in _ID_KINDS.items():
-            for value in getattr(entry, key) or []:
-                if not _id_ok(platform, kind, value):
-                    shape = f"{platform} {kind}" if platform else f"Discord or Slack {kind}"
-                    raise ConfigError(f"{source}: {label}: {key} has {value!r}, not a {shape} id")
-        both = set(entry.allow_channels or []) & set(entry.deny_channels or [])
-        if both:
-            raise ConfigError(
-                f"{source}: {label}: channel {sorted(both)[0]!r} is both allowed and denied"
-            )
-
-
-def _id_ok(platform: str, kind: str, value: str) -> bool:
-    if platform in ("web", "console"):
-        return bool(value)
-    discord = _ID_SHAPES["discord"]["any"].fullmatch(value) is not None
-    slack = _ID_SHAPES["slack"][kind].fullmatch(value) is not None
-    if platform == "discord":
-        return discord
-    if platform == "slack":
-        return slack
-    return discord or slack
