@@ -8,8 +8,8 @@ import sys
 import uuid
 from typing import TextIO
 
+from bot.core.service import Service
 from bot.events import Event
-from bot.service import Service
 
 __all__ = ["ConsoleReply", "chat"]
 

@@ -36,10 +36,10 @@ from adapters.discord_reply import (
 )
 from adapters.inflight import Inflight
 from bot.config import Config, DiscordConfig
+from bot.core.reply import Reply
+from bot.core.service import Service
 from bot.errors import ConfigError, PlatformError
 from bot.events import ConversationKey, Event
-from bot.reply import Reply
-from bot.service import Service
 from bot.storage.base import Rating
 
 __all__ = ["DiscordAdapter", "create", "enabled", "readable", "to_event"]

@@ -1,6 +1,6 @@
 """How an answer appears on Discord: typing, then a reply edited as the text grows.
 
-``DiscordReply`` implements ``bot.reply.Reply`` on ``ThrottledReply``: at most one edit per
+``DiscordReply`` implements ``bot.core.reply.Reply`` on ``ThrottledReply``: at most one edit per
 ``interval``, the final edit continuing in further messages past 2,000 characters. Every send and
 edit carries ``AllowedMentions.none()``, whatever the text says.
 """

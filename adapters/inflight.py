@@ -14,9 +14,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot.conversation import BUSY
+from bot.core.conversation import BUSY
+from bot.core.reply import Reply
 from bot.events import Event
-from bot.reply import Reply
 
 __all__ = ["Inflight"]
 

@@ -8,8 +8,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from bot.core.service import Outcome, Service
 from bot.events import Event
-from bot.service import Outcome, Service
 
 __all__ = ["MemoryAdapter", "MemoryReply"]
 

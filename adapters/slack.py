@@ -37,10 +37,10 @@ from adapters.inflight import Inflight
 from adapters.slack_format import USER_MENTION, escape, leading_user, readable
 from adapters.slack_reply import Place, SlackReply, staff_mention
 from bot.config import Config
+from bot.core.reply import Reply
+from bot.core.service import Admission, Service
 from bot.errors import ConfigError, PlatformError
 from bot.events import ConversationKey, Event
-from bot.reply import Reply
-from bot.service import Admission, Service
 from bot.storage.base import Rating
 
 __all__ = ["SlackAdapter", "create", "enabled", "to_event"]

@@ -1,6 +1,6 @@
 """How an answer appears on Slack: streamed into a thread, or a placeholder that is edited.
 
-``SlackReply`` implements ``bot.reply.Reply`` on ``ThrottledReply``. By default it uses Slack's
+``SlackReply`` implements ``bot.core.reply.Reply`` on ``ThrottledReply``. By default it uses Slack's
 chat streaming API through slack_sdk's ``chat_stream()`` helper: at most once per ``interval``
 the text written since the last append goes out with ``chat.appendStream`` (Markdown, rendered
 by Slack), holding back the last, unfinished word, so what was sent stays a prefix of what

@@ -42,10 +42,10 @@ import yarl
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from bot.config import Config
+from bot.core.ratelimit import TokenBucket
+from bot.core.service import Outcome, Service
 from bot.errors import PlatformError, StoreError
 from bot.events import ConversationKey, Event
-from bot.ratelimit import TokenBucket
-from bot.service import Outcome, Service
 from bot.storage.base import Rating
 
 __all__ = ["WebAdapter", "WebReply", "create", "enabled"]

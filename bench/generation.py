@@ -157,7 +157,7 @@ def build_conversations(count: int, seed: int = 5) -> list[list[dict[str, str]]]
     """``count`` conversations with 0 to 4 earlier exchanges, rendered by Parley's own prompt
     builder (system prompt, trimming to the window) into chat messages."""
     from bot.config import BotConfig, ModelConfig
-    from bot.conversation import ConversationManager
+    from bot.core.conversation import ConversationManager
     from bot.generation.models import PromptFormat
     from bot.storage.base import Turn
 

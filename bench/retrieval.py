@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from bot.config import BotConfig, KnowledgeConfig, ModelConfig
-from bot.conversation import Answer, ConversationManager
+from bot.core.conversation import Answer, ConversationManager
 from bot.events import Event
 from bot.generation.base import Backend, ChatMessage, GenerationParams
 from bot.knowledge.base import Knowledge, KnowledgeBase

@@ -129,7 +129,7 @@ def tiny_config(tiny_model_dir: Path, tmp_path: Path) -> Config:
 
 @pytest.fixture
 async def service(tiny_config: Config) -> AsyncIterator[object]:
-    from bot.service import build_service
+    from bot.app.wiring import build_service
 
     async with build_service(tiny_config) as svc:
         yield svc

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from bot.service import Outcome, Service
+from bot.core.service import Outcome, Service
 from bot.storage.sqlite import SQLiteStore
 
 Outcomes = list[tuple[str, Outcome]]

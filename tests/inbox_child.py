@@ -12,7 +12,7 @@ import sys
 
 from adapters.memory import MemoryAdapter
 from bot.config import Config, KnowledgeConfig, LimitsConfig, StoreConfig
-from bot.service import Service
+from bot.core.service import Service
 from bot.storage import build_store
 from tests.scripted import GatedBackend, ScriptedBackend
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from adapters.memory import MemoryAdapter
 from bot.config import BotConfig, Config, LimitsConfig, StoreConfig
-from bot.conversation import APOLOGY, BUSY
+from bot.core.conversation import APOLOGY, BUSY
+from bot.core.service import EMPTY_HINT, RESET_DONE, Outcome, Service
 from bot.events import ConversationKey
 from bot.generation.base import ChatMessage
-from bot.service import EMPTY_HINT, RESET_DONE, Outcome, Service
 from bot.storage.sqlite import SQLiteStore
 from tests.scripted import ScriptedBackend
 

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from adapters.discord import NOT_HERE, DiscordAdapter, create, enabled, readable
 from adapters.discord_split import split_message
 from bot.config import Config, DiscordConfig, HandoffConfig, OpsConfig, PolicyConfig
+from bot.core.service import RESET_DONE, Outcome, Service
 from bot.errors import ConfigError, PlatformError
 from bot.events import ConversationKey, Event
 from bot.generation.base import ChatMessage
-from bot.service import RESET_DONE, Outcome, Service
 from bot.storage.sqlite import SQLiteStore
 from tests.conftest import make_config
 from tests.fakes.discord import (

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from adapters.discord import readable
 from adapters.memory import MemoryAdapter
 from bot.config import Config, KnowledgeConfig, LimitsConfig, StoreConfig
-from bot.service import Service
+from bot.core.service import Service
+from bot.core.text import clean_input, clean_output
 from bot.storage.sqlite import SQLiteStore
-from bot.text import clean_input, clean_output
 from tests.scripted import ScriptedBackend
 from tests.test_web import Browser, chat_server, web_config
 

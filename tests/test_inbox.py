@@ -15,8 +15,8 @@ import pytest
 
 from adapters.memory import MemoryAdapter
 from bot.config import Config, KnowledgeConfig, LimitsConfig, StoreConfig
+from bot.core.service import TOO_LATE, Service
 from bot.events import Event
-from bot.service import TOO_LATE, Service
 from bot.storage.sqlite import SQLiteStore
 from tests.inbox_child import LEASE
 from tests.scripted import ScriptedBackend

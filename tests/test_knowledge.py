@@ -20,16 +20,16 @@ import Stemmer
 from bm25s.stopwords import STOPWORDS_EN
 
 from adapters.memory import MemoryAdapter, MemoryReply
-from bot import cli
+from bot.app import cli
 from bot.config import Config, KnowledgeConfig, LimitsConfig, StoreConfig
-from bot.conversation import OFFER_A_PERSON, ConversationManager
+from bot.core.conversation import OFFER_A_PERSON, ConversationManager
+from bot.core.service import HANDOFF, Outcome, Service
 from bot.events import Event
 from bot.knowledge import base as knowledge_base
 from bot.knowledge.base import Knowledge, KnowledgeBase
 from bot.knowledge.cite import FOOTER_HEADING, strip_sources
 from bot.knowledge.embed import Embedder
 from bot.knowledge.ingest import parse, read_document
-from bot.service import HANDOFF, Outcome, Service
 from bot.storage.sqlite import SQLiteStore
 from tests.scripted import ScriptedBackend
 

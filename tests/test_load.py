@@ -11,9 +11,10 @@ import time
 import psutil
 
 from adapters.memory import MemoryAdapter, MemoryReply
+from bot.app.wiring import build_service
 from bot.config import Config
+from bot.core.service import Outcome
 from bot.events import ConversationKey
-from bot.service import Outcome, build_service
 
 USERS, CONVERSATIONS, MESSAGES = 60, 30, 300
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import Config
-from bot.conversation import ConversationManager
+from bot.core.conversation import ConversationManager
 from bot.errors import Busy, ModelLoadError
 from bot.generation.base import ChatMessage, GenerationParams
 from bot.generation.detok import IncrementalDecoder

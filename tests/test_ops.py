@@ -13,9 +13,9 @@ import pytest
 from adapters.memory import MemoryAdapter, MemoryReply
 from bot.app.ops import OpsServer
 from bot.config import Config, LimitsConfig, OpsConfig, StoreConfig
-from bot.conversation import SHUTTING_DOWN, STORE_DOWN
+from bot.core.conversation import SHUTTING_DOWN, STORE_DOWN
+from bot.core.service import Service
 from bot.events import ConversationKey
-from bot.service import Service
 from bot.storage.sqlite import SQLiteStore
 from tests.scripted import ScriptedBackend
 

@@ -17,10 +17,10 @@ from bot.config import (
     StoreConfig,
     load_config,
 )
+from bot.core.policy import Policy, Verdict, looks_like_question
+from bot.core.service import Outcome, Service
 from bot.errors import ConfigError
 from bot.events import Event
-from bot.policy import Policy, Verdict, looks_like_question
-from bot.service import Outcome, Service
 from bot.storage.sqlite import SQLiteStore
 from tests.scripted import ScriptedBackend
 

@@ -13,10 +13,10 @@ import redis.asyncio as aioredis
 
 from adapters.memory import MemoryAdapter, MemoryReply
 from bot.config import Config, KnowledgeConfig, StoreConfig
+from bot.core.service import Outcome, Service
 from bot.errors import StoreError
 from bot.events import ConversationKey, Event
 from bot.generation.base import ChatMessage
-from bot.service import Outcome, Service
 from bot.storage import build_store
 from bot.storage.redis import RedisStore, mask_url
 from tests.conftest import make_config

@@ -17,13 +17,14 @@ import pytest
 from adapters.memory import MemoryAdapter, MemoryReply
 from bot.app.cli import main
 from bot.app.doctor import run_checks
+from bot.app.wiring import build_service
 from bot.config import Config, ModelConfig, RemoteConfig
-from bot.conversation import APOLOGY
+from bot.core.conversation import APOLOGY
+from bot.core.service import Service
 from bot.errors import Busy, GenerationError
 from bot.generation.base import ChatMessage, GenerationParams
 from bot.generation.models import PromptFormat
 from bot.generation.remote import RemoteBackend
-from bot.service import Service, build_service
 from tests.conftest import make_config
 from tests.fakes.inference import serving as fake_inference
 from tests.transformers_server import TransformersServer

@@ -11,10 +11,10 @@ import pytest
 from adapters.memory import MemoryAdapter
 from bot.app.logs import JsonFormatter, RedactingFormatter
 from bot.config import BotConfig, Config, LimitsConfig, StoreConfig
-from bot.ratelimit import Limit, RateLimiter
-from bot.service import Outcome, Service
+from bot.core.ratelimit import Limit, RateLimiter
+from bot.core.service import Outcome, Service
+from bot.core.text import clean_input, clean_output
 from bot.storage.sqlite import SQLiteStore
-from bot.text import clean_input, clean_output
 from tests.scripted import ScriptedBackend
 
 OPEN = LimitsConfig(user_per_minute=0, channel_per_minute=0, bot_messages_per_channel_minute=0)

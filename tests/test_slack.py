@@ -25,8 +25,8 @@ from adapters.slack import SlackAdapter, create, enabled, to_event
 from adapters.slack_format import escape, readable, to_mrkdwn
 from adapters.slack_reply import PLACEHOLDER, STREAM_LIMIT, UPDATE_LIMIT
 from bot.config import Config, HandoffConfig, OpsConfig, SlackConfig
+from bot.core.service import RESET_DONE, Outcome, Service
 from bot.errors import ConfigError, PlatformError
-from bot.service import RESET_DONE, Outcome, Service
 from bot.storage.sqlite import SQLiteStore
 from tests.conftest import make_config
 from tests.fakes.slack import (

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bot import cli
+from bot.app import cli
 from bot.config import ModelConfig
 from bot.events import ConversationKey
 from bot.generation.base import ChatMessage, GenerationParams

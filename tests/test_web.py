@@ -21,10 +21,11 @@ import pytest
 
 from adapters.web import WebAdapter
 from bot.app.cli import _run
+from bot.app.wiring import build_service
 from bot.config import BotConfig, Config, KnowledgeConfig, LimitsConfig, StoreConfig, WebConfig
+from bot.core.service import Service
 from bot.events import ConversationKey
 from bot.generation.base import ChatMessage
-from bot.service import Service, build_service
 from bot.storage.sqlite import SQLiteStore
 from tests.conftest import make_config
 from tests.scripted import ScriptedBackend

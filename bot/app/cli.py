@@ -15,9 +15,10 @@ from typing import Any
 
 from bot.app.logs import setup_logging
 from bot.app.ops import OpsServer
+from bot.app.wiring import build_service
 from bot.config import Config, load_config
+from bot.core.service import Service
 from bot.errors import ConfigError, ParleyError, PlatformError
-from bot.service import Service, build_service
 
 log = logging.getLogger("parley")
 

@@ -10,8 +10,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bot.config import OpsConfig
+from bot.core.service import Service
 from bot.errors import StoreError
-from bot.service import Service
 
 __all__ = ["OpsServer"]
 

@@ -9,8 +9,8 @@ import urllib.error
 import urllib.request
 
 from bot.config import Config
+from bot.core.policy import Policy
 from bot.events import Event
-from bot.policy import Policy
 
 __all__ = ["explain", "reload"]
 

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import Config, LimitsConfig
+from bot.core.service import Outcome, Service
 from bot.evaluation.golden import GoldenItem
 from bot.events import Event
+from bot.generation import build_backend
 from bot.generation.base import Backend
 from bot.knowledge.base import KnowledgeBase
 from bot.knowledge.cite import strip_sources
@@ -27,7 +29,6 @@ from bot.knowledge.claims import Evidence, Specific, has_fact, unsupported
 from bot.knowledge.embed import Embedder
 from bot.knowledge.index import Source
 from bot.knowledge.scope import Signals
-from bot.service import Outcome, Service, build_backend
 from bot.storage import build_store
 
 __all__ = ["Result", "eval_config", "evaluate", "names"]

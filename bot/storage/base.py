@@ -50,7 +50,7 @@ class Store(ABC):
     async def take_token(
         self, bucket: str, per_second: float, burst: float
     ) -> tuple[bool, float, bool]:
-        """A token bucket kept in the store (``bot.ratelimit.SharedBuckets``)."""
+        """A token bucket kept in the store (``bot.core.ratelimit.SharedBuckets``)."""
         raise NotImplementedError("this store keeps no rate limits")
 
     @abstractmethod

@@ -16,23 +16,22 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from bot.config import Config, PolicyConfig, load_config
-from bot.conversation import BUSY, STORE_DOWN, Answer, ConversationManager
+from bot.core.conversation import BUSY, STORE_DOWN, Answer, ConversationManager
+from bot.core.metrics import Metrics
+from bot.core.policy import Decision, Policy, Verdict
+from bot.core.ratelimit import Limit, RateLimiter
+from bot.core.reply import Reply
+from bot.core.small_talk import accepts
+from bot.core.text import clean_input, cut
 from bot.errors import Busy, ConfigError, StoreError
 from bot.events import ConversationKey, Event
 from bot.generation.base import Backend
-from bot.metrics import Metrics
-from bot.policy import Decision, Policy, Verdict
-from bot.ratelimit import Limit, RateLimiter
-from bot.reply import Reply
-from bot.small_talk import accepts
-from bot.storage import build_store
 from bot.storage.base import Rating, Store
-from bot.text import clean_input, cut
 
 if TYPE_CHECKING:
     from bot.knowledge.base import KnowledgeBase
 
-__all__ = ["Outcome", "Service", "build_backend", "build_service"]
+__all__ = ["Outcome", "Service"]
 
 log = logging.getLogger(__name__)
 
@@ -553,22 +552,3 @@ class Service:
             log.exception("cannot record feedback in %s", scope)
             self.metrics.errors.labels("store").inc()
             return False
-
-
-def build_backend(config: Config) -> Backend:
-    if config.model.backend == "remote":
-        from bot.generation.remote import RemoteBackend
-
-        return RemoteBackend(config.remote, config.model)
-    from bot.generation.local import LocalBackend
-
-    return LocalBackend(config.model)
-
-
-def build_service(config: Config) -> Service:
-    knowledge = None
-    if config.knowledge.enabled:
-        from bot.knowledge.base import KnowledgeBase
-
-        knowledge = KnowledgeBase(config.knowledge, config.store.path, company=config.bot.company)
-    return Service(config, build_backend(config), build_store(config), knowledge)

@@ -19,6 +19,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from bot.config import BotConfig, ModelConfig, PolicyConfig
+from bot.core.metrics import Metrics
+from bot.core.reply import Reply
+from bot.core.small_talk import reply_to, small_talk
+from bot.core.text import clean_output
 from bot.errors import Busy, StoreError
 from bot.events import ConversationKey, Event
 from bot.generation.base import Backend, ChatMessage, GenerationParams
@@ -34,11 +38,7 @@ from bot.knowledge.claims import Evidence, StreamCheck
 from bot.knowledge.grounding import Extract, compose
 from bot.knowledge.index import Source
 from bot.knowledge.retrieve import Retrieval
-from bot.metrics import Metrics
-from bot.reply import Reply
-from bot.small_talk import reply_to, small_talk
 from bot.storage.base import Status, Store, Turn
-from bot.text import clean_output
 
 if TYPE_CHECKING:
     from bot.knowledge.base import KnowledgeBase
