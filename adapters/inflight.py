@@ -14,8 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot.core.conversation import BUSY
 from bot.core.reply import Reply
+from bot.core.wording import BUSY
 from bot.events import Event
 
 __all__ = ["Inflight"]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from adapters.memory import MemoryAdapter
 from bot.config import BotConfig, Config, LimitsConfig, StoreConfig
-from bot.core.conversation import APOLOGY, BUSY
-from bot.core.service import EMPTY_HINT, RESET_DONE, Outcome, Service
+from bot.core.service import Outcome, Service
+from bot.core.wording import APOLOGY, BUSY, EMPTY_HINT, RESET_DONE
 from bot.events import ConversationKey
 from bot.generation.base import ChatMessage
 from bot.storage.sqlite import SQLiteStore

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from adapters.discord import NOT_HERE, DiscordAdapter, create, enabled, readable
 from adapters.discord_split import split_message
 from bot.config import Config, DiscordConfig, HandoffConfig, OpsConfig, PolicyConfig
-from bot.core.service import RESET_DONE, Outcome, Service
+from bot.core.service import Outcome, Service
+from bot.core.wording import RESET_DONE
 from bot.errors import ConfigError, PlatformError
 from bot.events import ConversationKey, Event
 from bot.generation.base import ChatMessage

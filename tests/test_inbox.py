@@ -15,7 +15,8 @@ import pytest
 
 from adapters.memory import MemoryAdapter
 from bot.config import Config, KnowledgeConfig, LimitsConfig, StoreConfig
-from bot.core.service import TOO_LATE, Service
+from bot.core.service import Service
+from bot.core.wording import TOO_LATE
 from bot.events import Event
 from bot.storage.sqlite import SQLiteStore
 from tests.inbox_child import LEASE

@@ -22,8 +22,9 @@ from bm25s.stopwords import STOPWORDS_EN
 from adapters.memory import MemoryAdapter, MemoryReply
 from bot.app import cli
 from bot.config import Config, KnowledgeConfig, LimitsConfig, StoreConfig
-from bot.core.conversation import OFFER_A_PERSON, ConversationManager
-from bot.core.service import HANDOFF, Outcome, Service
+from bot.core.conversation import ConversationManager
+from bot.core.service import Outcome, Service
+from bot.core.wording import HANDOFF, OFFER_A_PERSON
 from bot.events import Event
 from bot.knowledge import base as knowledge_base
 from bot.knowledge.base import Knowledge, KnowledgeBase

@@ -13,8 +13,8 @@ import pytest
 from adapters.memory import MemoryAdapter, MemoryReply
 from bot.app.ops import OpsServer
 from bot.config import Config, LimitsConfig, OpsConfig, StoreConfig
-from bot.core.conversation import SHUTTING_DOWN, STORE_DOWN
 from bot.core.service import Service
+from bot.core.wording import SHUTTING_DOWN, STORE_DOWN
 from bot.events import ConversationKey
 from bot.storage.sqlite import SQLiteStore
 from tests.scripted import ScriptedBackend

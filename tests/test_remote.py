@@ -19,8 +19,8 @@ from bot.app.cli import main
 from bot.app.doctor import run_checks
 from bot.app.wiring import build_service
 from bot.config import Config, ModelConfig, RemoteConfig
-from bot.core.conversation import APOLOGY
 from bot.core.service import Service
+from bot.core.wording import APOLOGY
 from bot.errors import Busy, GenerationError
 from bot.generation.base import ChatMessage, GenerationParams
 from bot.generation.models import PromptFormat

@@ -25,7 +25,8 @@ from adapters.slack import SlackAdapter, create, enabled, to_event
 from adapters.slack_format import escape, readable, to_mrkdwn
 from adapters.slack_reply import PLACEHOLDER, STREAM_LIMIT, UPDATE_LIMIT
 from bot.config import Config, HandoffConfig, OpsConfig, SlackConfig
-from bot.core.service import RESET_DONE, Outcome, Service
+from bot.core.service import Outcome, Service
+from bot.core.wording import RESET_DONE
 from bot.errors import ConfigError, PlatformError
 from bot.storage.sqlite import SQLiteStore
 from tests.conftest import make_config

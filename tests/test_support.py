@@ -10,7 +10,8 @@ from pathlib import Path
 from adapters.memory import MemoryAdapter
 from bot.app.report import Gap, Report, build_report, format_report, group
 from bot.config import Config, HandoffConfig, LimitsConfig, StoreConfig
-from bot.core.service import HANDOFF, RESUMED, Outcome, Service
+from bot.core.service import Outcome, Service
+from bot.core.wording import HANDOFF, RESUMED
 from bot.events import ConversationKey
 from bot.storage.sqlite import SQLiteStore
 from tests.scripted import ScriptedBackend

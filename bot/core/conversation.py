@@ -23,6 +23,16 @@ from bot.core.metrics import Metrics
 from bot.core.reply import Reply
 from bot.core.small_talk import reply_to, small_talk
 from bot.core.text import clean_output
+from bot.core.wording import (
+    APOLOGY,
+    BUSY,
+    CAN_HELP_WITH,
+    CUT_TO_WINDOW,
+    EMPTY_ANSWER,
+    OFFER_A_PERSON,
+    SHUTTING_DOWN,
+    STORE_DOWN,
+)
 from bot.errors import Busy, StoreError
 from bot.events import ConversationKey, Event
 from bot.generation.base import Backend, ChatMessage, GenerationParams
@@ -47,18 +57,8 @@ __all__ = ["Answer", "ConversationManager", "Prompt"]
 
 log = logging.getLogger(__name__)
 
-APOLOGY = "Sorry, something went wrong while I was answering. Please try again in a moment."
-BUSY = "I'm answering a lot of questions right now. Please try again in a moment."
-#: After the don't-know: what the bot can help with, and a person (a "yes" hands off).
-CAN_HELP_WITH = "I can help with questions about {topics}."
-OFFER_A_PERSON = "Would you like me to bring in someone from our support team? Just say yes."
-EMPTY_ANSWER = "Sorry, I don't have an answer to that. Could you rephrase the question?"
-CUT_TO_WINDOW = "(Your message was too long for me to read whole; I answered its beginning.)"
-SHUTTING_DOWN = "(I have to stop here: the service is restarting. Please ask again in a minute.)"
-STORE_DOWN = (
-    "Sorry, I can't save our conversation right now, so I can't answer safely."
-    " Please try again in a few minutes."
-)
+#: Hands a conversation to a person: (conversation, reply, reason, the answer leading there).
+HandOff = Callable[[ConversationKey, Reply, str, str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,9 @@ class ConversationManager:
         model: ModelConfig,
         metrics: Metrics | None = None,
         knowledge: KnowledgeBase | None = None,
+        *,
+        hand_off: HandOff | None = None,
+        dont_knows_before_handoff: int = 0,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -120,10 +123,10 @@ class ConversationManager:
         self._workers: dict[ConversationKey, asyncio.Task[None]] = {}
         self._pending = 0
         self._closed = False
-        #: Set by the service: called instead of a plain don't-know once there have been
+        #: Called instead of a plain don't-know once there have been
         #: ``dont_knows_before_handoff`` of them in a row (0: never).
-        self.hand_off: Callable[[ConversationKey, Reply, str, str], Awaitable[None]] | None = None
-        self.dont_knows_before_handoff = 0
+        self.hand_off = hand_off
+        self.dont_knows_before_handoff = dont_knows_before_handoff
 
     @property
     def pending(self) -> int:

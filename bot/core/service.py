@@ -1,8 +1,9 @@
-"""The core's front door: ``Service.handle(event, reply)`` decides whether and how to answer.
-
-Gatekeeping happens here, once for every platform: is the bot addressed, is this a duplicate
-delivery, is the text usable, is it a command (reset, help)? What passes goes to the
-conversation manager.
+"""The core's front door. ``Service.admit`` walks an event down the admission stretch of the
+gate (bot/core/gate.py: addressed, permitted, taken in, duplicate, bot loop, lease) and
+``Service.answer`` down the answer stretch (handed off, rate limit, clean input, command, quota,
+message cap), then hands it to the conversation manager; ``handle`` does both. Events of a
+platform that resumes answers (``resumable``) stay in the store's inbox until answered, and are
+answered after a restart (``recover``).
 """
 
 from __future__ import annotations
@@ -11,18 +12,35 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from enum import Enum
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from bot.config import Config, PolicyConfig, load_config
-from bot.core.conversation import BUSY, STORE_DOWN, Answer, ConversationManager
+from bot.config import Config, load_config
+from bot.core.conversation import Answer, ConversationManager
+from bot.core.gate import (
+    Addressed,
+    BotLoop,
+    Command,
+    Duplicate,
+    Gate,
+    HandedOff,
+    Lease,
+    MessageCap,
+    Outcome,
+    Permitted,
+    Quota,
+    RateLimit,
+    TakenIn,
+    Ticket,
+    usable_input,
+)
+from bot.core.handoff import Handoffs
 from bot.core.metrics import Metrics
-from bot.core.policy import Decision, Policy, Verdict
-from bot.core.ratelimit import Limit, RateLimiter
+from bot.core.policy import Decision, Policy
+from bot.core.ratelimit import RateLimiter
 from bot.core.reply import Reply
-from bot.core.small_talk import accepts
-from bot.core.text import clean_input, cut
+from bot.core.text import cut
+from bot.core.wording import BUSY, HELP, TOO_LATE, TOO_LONG
 from bot.errors import Busy, ConfigError, StoreError
 from bot.events import ConversationKey, Event
 from bot.generation.base import Backend
@@ -31,61 +49,9 @@ from bot.storage.base import Rating, Store
 if TYPE_CHECKING:
     from bot.knowledge.base import KnowledgeBase
 
-__all__ = ["Outcome", "Service"]
+__all__ = ["Admission", "Outcome", "Resume", "Service"]
 
 log = logging.getLogger(__name__)
-
-EMPTY_HINT = "Please type your question and I'll do my best to help (say 'help' for more)."
-RESET_DONE = "Done: I've forgotten our conversation here. What can I help you with?"
-TOO_LONG = "(Your message was longer than {limit:,} characters, so I only read the beginning.)"
-SLOW_DOWN = "You're sending messages faster than I can answer. Please wait about {seconds} s."
-HANDOFF = (
-    "I've asked a member of our support team to take over; they'll answer you here."
-    " I'll stay quiet in this conversation until then."
-)
-RESUMED = "Thanks, I'm back. Ask me anything else you need."
-QUOTA = (
-    "You've reached today's limit of {quota} questions. It resets at midnight UTC;"
-    " for anything urgent, say 'human' to reach our support team."
-)
-# Platforms redeliver within minutes (Slack retries, a Discord RESUME); a day is ample.
-DEDUP_SECONDS = 86400.0
-TOO_LATE = (
-    "Sorry, I couldn't answer this when you asked: I was restarting. If you still need help,"
-    " please ask again."
-)
-COMMANDS = {
-    "human": "human",
-    "!human": "human",
-    "/human": "human",
-    "agent": "human",
-    "resume": "resume",
-    "!resume": "resume",
-    "/resume": "resume",
-    "reset": "reset",
-    "!reset": "reset",
-    "/reset": "reset",
-    "help": "help",
-    "!help": "help",
-    "/help": "help",
-}
-
-
-class Outcome(Enum):
-    """What ``handle`` did with an event (for adapters' logs, metrics and tests)."""
-
-    ANSWERED = "answered"
-    IGNORED = "ignored"
-    DUPLICATE = "duplicate"
-    HINTED = "hinted"
-    COMMAND = "command"
-    BUSY = "busy"
-    RATE_LIMITED = "rate_limited"
-    HANDED_OFF = "handed_off"
-    DENIED = "denied"
-    QUOTA = "quota"
-    LOOP_STOPPED = "loop_stopped"
-
 
 #: Builds the reply that answers an event after a restart: (event, id of the message its answer
 #: was already posted in, or '').
@@ -122,12 +88,18 @@ class Service:
         self.backend = backend
         self.store = store
         self.metrics = Metrics()
+        self.handoffs = Handoffs(config.handoff, store, self.metrics)
         self.conversations = ConversationManager(
-            store, backend, config.bot, config.model, self.metrics, knowledge
+            store,
+            backend,
+            config.bot,
+            config.model,
+            self.metrics,
+            knowledge,
+            # Repeated don't-knows hand the customer to a person instead of a third shrug.
+            hand_off=self.handoffs.hand_off,
+            dont_knows_before_handoff=config.handoff.dont_knows_in_a_row,
         )
-        # Repeated don't-knows hand the customer to a person instead of a third shrug.
-        self.conversations.hand_off = self.hand_off
-        self.conversations.dont_knows_before_handoff = config.handoff.dont_knows_in_a_row
         self.metrics.watch(
             lambda: self.conversations.pending, lambda: getattr(backend, "in_flight", 0)
         )
@@ -141,12 +113,9 @@ class Service:
             # With the Redis store, the limits hold across the replicas sharing it.
             shared=store if store.shares_limits else None,
         )
-        # Answers given in a row to other bots, per conversation: a loop breaker.
-        self._bot_turns: dict[ConversationKey, int] = {}
         self.policy = Policy(config.policy)
         #: The time quotas are counted by (replaceable in tests).
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-        self._quota_told: set[tuple[str, str, str, date]] = set()
         self._started = False
         #: Platforms whose events are durable, and how each resumes one (resumable()).
         self.resumers: dict[str, Resume] = {}
@@ -154,6 +123,37 @@ class Service:
         self._answering: set[str] = set()
         #: How long the lease of an answer in progress lasts unless renewed.
         self.lease_seconds = config.store.lock_ttl
+        self.admission = Gate(
+            [
+                (
+                    "addressed",
+                    Addressed(
+                        lambda event, in_thread: self.policy.decide(event, bot_in_thread=in_thread),
+                        store,
+                        limits.allow_bots,
+                        config.bot.history_turns,
+                    ),
+                ),
+                ("permitted", Permitted(self.metrics)),
+                ("taken in", TakenIn(store, self.resumers.__contains__, self._inbox)),
+                ("duplicate", Duplicate(store)),
+                ("bot loop", BotLoop(limits.bot_turns_in_a_row, store, self._inbox)),
+                ("lease", Lease(self._take_lease, self._answering)),
+            ]
+        )
+        self.gate = Gate(
+            [
+                ("handed off", HandedOff(self.handoffs)),
+                ("rate limit", RateLimit(self.limiter)),
+                ("clean input", usable_input),
+                (
+                    "command",
+                    Command(self.handoffs, self.conversations.reset, lambda: self.help_text),
+                ),
+                ("quota", Quota(store, lambda: self.clock())),
+                ("message cap", MessageCap(self.limiter)),
+            ]
+        )
 
     async def start(self) -> None:
         if self._started:
@@ -191,21 +191,7 @@ class Service:
 
     @property
     def help_text(self) -> str:
-        bot = self.config.bot
-        return (
-            f"I'm {bot.name}, {bot.company}'s support assistant. Ask me a question in plain words "
-            "and I'll answer here. Say 'reset' to make me forget this conversation."
-        )
-
-    async def _duplicate(self, event: Event) -> bool:
-        if not event.message_id:
-            return False
-        marker = "/".join((event.platform, event.workspace, event.channel, event.message_id))
-        try:
-            return not await self.store.claim(marker, DEDUP_SECONDS)
-        except StoreError:
-            log.exception("cannot check %s for a repeated delivery", marker)
-            return False
+        return HELP.format(name=self.config.bot.name, company=self.config.bot.company)
 
     async def handle(
         self, event: Event, reply: Reply, admission: Admission | None = None
@@ -228,10 +214,11 @@ class Service:
         ``recovered``: an inbox entry answered after a restart."""
         if admission is None:
             admission = await self.admit(event, recovered)
+        ticket = Ticket(event, recovered, admission.decision, admission.durable, reply)
         if admission.outcome is not None:
             outcome, answer = admission.outcome, None
         elif not admission.durable:
-            outcome, answer = await self._respond(event, reply, admission.decision)
+            outcome, answer = await self._respond(ticket)
         else:
             if hasattr(reply, "on_posted"):
                 reply.on_posted = lambda: self._inbox(
@@ -239,7 +226,7 @@ class Service:
                 )
             holding = asyncio.create_task(self._hold(event.marker))
             try:
-                outcome, answer = await self._respond(event, reply, admission.decision)
+                outcome, answer = await self._respond(ticket)
             finally:
                 holding.cancel()
             # (Cut short, it stays among those answering: close() lets its lease go.)
@@ -249,42 +236,29 @@ class Service:
         return outcome, answer
 
     async def admit(self, event: Event, recovered: bool = False) -> Admission:
-        """Whether ``event`` is answered at all (policy, repeated deliveries, bot loops); one
-        that is, on a durable platform, is taken into the inbox first, so that a crash before
-        its answer is finished leaves it there for the restart to answer (:meth:`recover`)."""
-        if event.from_bot and event.user not in self.config.limits.allow_bots:
-            return Admission(Outcome.IGNORED)
-        decision = await self._decide(event)
-        if not decision.answer:
-            if decision.verdict is Verdict.NOT_TRIGGERED:
-                return Admission(Outcome.IGNORED)
-            # Silence: an error message would only invite retries.
-            log.info("not answering %s in %s: %s", event.user, event.key, decision.reason)
-            self.metrics.denied.labels(decision.verdict.value).inc()
-            return Admission(Outcome.DENIED)
-        durable = bool(event.marker) and event.platform in self.resumers
-        if durable:
-            # Before the claim below: a crash between the two leaves it to be answered once,
-            # by the platform's redelivery or by the recovery, whichever comes first.
-            await self._inbox(self.store.inbox_add(event))
-        # (A recovered event claims its delivery too, so that a redelivery is a duplicate.)
-        if await self._duplicate(event) and not recovered:
-            log.info("ignoring a repeated delivery of %s", event.message_id)
-            return Admission(Outcome.DUPLICATE)
-        if not self._loop_guard(event):
-            log.warning(
-                "not answering bot %s in %s: too many bot turns in a row", event.user, event.key
+        """Whether ``event`` is answered at all (the admission stretch of the gate); one that
+        is, on a durable platform, is taken into the inbox first, so that a crash before its
+        answer is finished leaves it there for the restart to answer (:meth:`recover`)."""
+        ticket = Ticket(event, recovered)
+        outcome = await self.admission.walk(ticket)
+        return Admission(outcome, ticket.decision, ticket.durable and outcome is None)
+
+    async def _respond(self, ticket: Ticket) -> tuple[Outcome, Answer | None]:
+        outcome = await self.gate.walk(ticket)
+        if outcome is not None:
+            return outcome, None
+        assert ticket.decision is not None and ticket.reply is not None
+        limit = self.config.bot.max_message_chars
+        text, was_cut = cut(ticket.text, limit)
+        notes = [TOO_LONG.format(limit=limit)] if was_cut else []
+        try:
+            done = self.conversations.submit(
+                ticket.event, text, ticket.reply, notes, ticket.decision.settings
             )
-            if durable:
-                await self._inbox(self.store.inbox_mark(event.marker, "answered"))
-            return Admission(Outcome.LOOP_STOPPED)
-        if durable:
-            # The lease says someone alive is answering it: a recovery leaves it be. (A
-            # recovered event holds the lease its recovery took.)
-            if not recovered and not await self._take_lease(event.marker):
-                return Admission(Outcome.DUPLICATE)
-            self._answering.add(event.marker)
-        return Admission(None, decision, durable)
+        except Busy:
+            await ticket.reply.fail(BUSY)
+            return Outcome.BUSY, None
+        return Outcome.ANSWERED, await asyncio.shield(done)
 
     async def _take_lease(self, marker: str) -> bool:
         try:
@@ -300,27 +274,6 @@ class Service:
             await asyncio.sleep(self.lease_seconds / 3)
             await self._inbox(self.store.extend(_lease(marker), self.lease_seconds))
 
-    def _loop_guard(self, event: Event) -> bool:
-        """False when this is one bot answer too many in a row in this conversation."""
-        if not event.from_bot:
-            self._bot_turns.pop(event.key, None)
-            return True
-        turns = self._bot_turns.get(event.key, 0)
-        if turns >= self.config.limits.bot_turns_in_a_row:
-            return False
-        self._bot_turns[event.key] = turns + 1
-        return True
-
-    async def _decide(self, event: Event) -> Decision:
-        in_thread = False
-        if not event.addressed and event.thread is not None:
-            try:
-                turns = await self.store.history(event.key, limit=self.config.bot.history_turns)
-                in_thread = any(turn.role == "assistant" for turn in turns)
-            except StoreError:
-                log.exception("cannot read %s", event.key)
-        return self.policy.decide(event, bot_in_thread=in_thread)
-
     def reload_policy(self, path: str | None = None) -> str | None:
         """Re-read the policy from the config file; on an error keep the old one and say why."""
         try:
@@ -331,26 +284,6 @@ class Service:
         self.policy = Policy(config.policy)
         log.info("policy reloaded from %s", config.source)
         return None
-
-    async def _over_quota(self, event: Event, settings: PolicyConfig, reply: Reply) -> bool:
-        if settings.quota <= 0:
-            return False
-        today = self.clock().replace(hour=0, minute=0, second=0, microsecond=0)
-        try:
-            asked = await self.store.count_questions(
-                event.platform, event.workspace, event.user, today
-            )
-        except StoreError:
-            return False  # the store's own failure is reported when the message is recorded
-        if asked < settings.quota:
-            return False
-        marker = (event.platform, event.workspace, event.user, today.date())
-        if marker not in self._quota_told:
-            # Yesterday's notices are spent: keep the set from growing day after day.
-            self._quota_told = {m for m in self._quota_told if m[3] == today.date()}
-            self._quota_told.add(marker)
-            await reply.finish(QUOTA.format(quota=settings.quota))
-        return True
 
     async def _inbox(self, write: Awaitable[None]) -> None:
         try:
@@ -418,128 +351,6 @@ class Service:
                 await self.answer(event, reply, recovered=True)
             done += 1
         return done
-
-    async def _respond(
-        self, event: Event, reply: Reply, decision: Decision | None
-    ) -> tuple[Outcome, Answer | None]:
-        assert decision is not None
-        text = clean_input(event.text)
-        if await self._handed_off(event.key):
-            return await self._while_handed_off(event, text, reply), None
-        scope = (event.platform, event.workspace)
-        verdict, wait = await self.limiter.admit((*scope, event.user), (*scope, event.channel))
-        if verdict is not Limit.OK:
-            if verdict is Limit.NOTIFY:
-                await reply.finish(SLOW_DOWN.format(seconds=max(1, round(wait))))
-            return Outcome.RATE_LIMITED, None
-        if not text:
-            await reply.finish(EMPTY_HINT)
-            return Outcome.HINTED, None
-        command = COMMANDS.get(text.lower())
-        if command == "human" or self._asks_for_human(text):
-            await self._record_quietly(event, text)
-            await self.hand_off(event.key, reply, "asked for a human")
-            return Outcome.HANDED_OFF, None
-        if accepts(text) and await self._offered_a_person(event.key):
-            await self._record_quietly(event, text)
-            await self.hand_off(event.key, reply, "accepted the offer of a person")
-            return Outcome.HANDED_OFF, None
-        if command == "reset":
-            await self.conversations.reset(event.key)
-            await reply.finish(RESET_DONE)
-            return Outcome.COMMAND, None
-        if command == "help":
-            await reply.finish(self.help_text)
-            return Outcome.COMMAND, None
-        if not decision.admin and await self._over_quota(event, decision.settings, reply):
-            return Outcome.QUOTA, None
-        if not await self.limiter.may_post((*scope, event.channel)):
-            log.warning(
-                "not answering in %s: the bot's per-minute message cap is reached", event.key
-            )
-            return Outcome.RATE_LIMITED, None
-        limit = self.config.bot.max_message_chars
-        text, was_cut = cut(text, limit)
-        notes = [TOO_LONG.format(limit=limit)] if was_cut else []
-        try:
-            done = self.conversations.submit(event, text, reply, notes, decision.settings)
-        except Busy:
-            await reply.fail(BUSY)
-            return Outcome.BUSY, None
-        return Outcome.ANSWERED, await asyncio.shield(done)
-
-    # -- handing a conversation to a human ------------------------------------------------------
-    def _asks_for_human(self, text: str) -> bool:
-        lowered = " ".join(text.lower().split())
-        return any(phrase.lower() in lowered for phrase in self.config.handoff.phrases)
-
-    async def _offered_a_person(self, key: ConversationKey) -> bool:
-        """Whether the bot's last answer here was a don't-know, which offers a person."""
-        try:
-            turns = await self.store.history(key, limit=2)
-        except StoreError:
-            return False
-        said = [turn for turn in turns if turn.role == "assistant"]
-        return bool(said) and said[-1].status == "dont_know"
-
-    def is_staff(self, event: Event) -> bool:
-        handoff = self.config.handoff
-        return event.user in handoff.staff_users or any(
-            r in handoff.staff_roles for r in event.roles
-        )
-
-    async def _handed_off(self, key: ConversationKey) -> bool:
-        try:
-            since = await self.store.handoff_since(key)
-            if since is None:
-                return False
-            quiet = timedelta(minutes=self.config.handoff.quiet_minutes)
-            if datetime.now(UTC) - since < quiet:
-                return True
-            await self.store.end_handoff(key)
-        except StoreError:
-            log.exception("cannot read the handoff state of %s", key)
-        return False
-
-    async def hand_off(
-        self, key: ConversationKey, reply: Reply, reason: str, lead: str = ""
-    ) -> None:
-        """Ask the staff to take over here and keep the bot quiet until they hand it back.
-
-        An adapter whose reply has ``handoff(text)`` posts the text with the one mention the bot
-        may make, its support team's; any other reply shows the text alone. ``lead`` comes
-        first (the don't-know answer that led here)."""
-        log.info("handing %s to a human: %s", key, reason)
-        try:
-            await self.store.start_handoff(key, reason)
-        except StoreError:
-            log.exception("cannot record the handoff of %s", key)
-            self.metrics.errors.labels("store").inc()
-            await reply.fail(STORE_DOWN)
-            return
-        text = f"{lead}\n\n{HANDOFF}" if lead else HANDOFF
-        announce = getattr(reply, "handoff", None)
-        await (announce(text) if announce is not None else reply.finish(text))
-
-    async def _while_handed_off(self, event: Event, text: str, reply: Reply) -> Outcome:
-        if self.is_staff(event) and COMMANDS.get(text.lower()) == "resume":
-            await self.store.end_handoff(event.key)
-            await reply.finish(RESUMED)
-            return Outcome.COMMAND
-        # Quiet, but the transcript stays whole for when the bot takes over again.
-        if text:
-            author = f"[staff {event.user_name or event.user}] " if self.is_staff(event) else ""
-            await self._record_quietly(event, author + text)
-        return Outcome.HANDED_OFF
-
-    async def _record_quietly(self, event: Event, text: str) -> None:
-        """Keep a message the bot does not answer in the transcript, if the store allows."""
-        try:
-            await self.store.append(
-                event.key, "user", text, user=event.user, message_id=event.message_id
-            )
-        except StoreError:
-            log.exception("cannot record a message in %s", event.key)
 
     # -- feedback ----------------------------------------------------------------------------
     async def feedback(

@@ -1,0 +1,45 @@
+"""Everything the bot says to a user in its own words (not the model's, nor an article's),
+in one place: to review the tone, or translate it."""
+
+from __future__ import annotations
+
+# -- the gate -----------------------------------------------------------------------------------
+EMPTY_HINT = "Please type your question and I'll do my best to help (say 'help' for more)."
+RESET_DONE = "Done: I've forgotten our conversation here. What can I help you with?"
+TOO_LONG = "(Your message was longer than {limit:,} characters, so I only read the beginning.)"
+SLOW_DOWN = "You're sending messages faster than I can answer. Please wait about {seconds} s."
+QUOTA = (
+    "You've reached today's limit of {quota} questions. It resets at midnight UTC;"
+    " for anything urgent, say 'human' to reach our support team."
+)
+HELP = (
+    "I'm {name}, {company}'s support assistant. Ask me a question in plain words "
+    "and I'll answer here. Say 'reset' to make me forget this conversation."
+)
+
+# -- handing off --------------------------------------------------------------------------------
+HANDOFF = (
+    "I've asked a member of our support team to take over; they'll answer you here."
+    " I'll stay quiet in this conversation until then."
+)
+RESUMED = "Thanks, I'm back. Ask me anything else you need."
+
+# -- answering ----------------------------------------------------------------------------------
+APOLOGY = "Sorry, something went wrong while I was answering. Please try again in a moment."
+BUSY = "I'm answering a lot of questions right now. Please try again in a moment."
+#: After the don't-know: what the bot can help with, and a person (a "yes" hands off).
+CAN_HELP_WITH = "I can help with questions about {topics}."
+OFFER_A_PERSON = "Would you like me to bring in someone from our support team? Just say yes."
+EMPTY_ANSWER = "Sorry, I don't have an answer to that. Could you rephrase the question?"
+CUT_TO_WINDOW = "(Your message was too long for me to read whole; I answered its beginning.)"
+SHUTTING_DOWN = "(I have to stop here: the service is restarting. Please ask again in a minute.)"
+STORE_DOWN = (
+    "Sorry, I can't save our conversation right now, so I can't answer safely."
+    " Please try again in a few minutes."
+)
+
+# -- after a restart ----------------------------------------------------------------------------
+TOO_LATE = (
+    "Sorry, I couldn't answer this when you asked: I was restarting. If you still need help,"
+    " please ask again."
+)
