@@ -1,4 +1,4 @@
-"""The common event format every adapter produces (see DESIGN.md)."""
+"""The common event format every adapter produces (docs/architecture.md)."""
 
 from __future__ import annotations
 
