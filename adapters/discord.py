@@ -39,8 +39,7 @@ from bot.config import Config, DiscordConfig
 from bot.core.reply import Reply
 from bot.core.service import Service
 from bot.errors import ConfigError, PlatformError
-from bot.events import ConversationKey, Event
-from bot.storage.base import Rating
+from bot.events import ConversationKey, Event, Rating
 
 __all__ = ["DiscordAdapter", "create", "enabled", "readable", "to_event"]
 

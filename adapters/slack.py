@@ -40,8 +40,7 @@ from bot.config import Config
 from bot.core.reply import Reply
 from bot.core.service import Admission, Service
 from bot.errors import ConfigError, PlatformError
-from bot.events import ConversationKey, Event
-from bot.storage.base import Rating
+from bot.events import ConversationKey, Event, Rating
 
 __all__ = ["SlackAdapter", "create", "enabled", "to_event"]
 

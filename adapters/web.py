@@ -45,8 +45,7 @@ from bot.config import Config
 from bot.core.ratelimit import TokenBucket
 from bot.core.service import Outcome, Service
 from bot.errors import PlatformError, StoreError
-from bot.events import ConversationKey, Event
-from bot.storage.base import Rating
+from bot.events import ConversationKey, Event, Rating
 
 __all__ = ["WebAdapter", "WebReply", "create", "enabled"]
 
@@ -303,7 +302,7 @@ class WebAdapter:
         return web.json_response({"conversation": conversation, "history": history})
 
     async def _history(self, key: ConversationKey) -> list[dict[str, str]]:
-        turns = await self.service.store.history(key)
+        turns = await self.service.history(key)
         return [
             {"role": turn.role, "text": turn.content, "status": turn.status}
             for turn in turns
@@ -394,7 +393,7 @@ class WebAdapter:
             task.cancel()
         # Nobody is left to read the answer: stop generating it (handle() shields it).
         stop = unfinished and page.key not in self._live
-        if stop and self.service.conversations.cancel(page.key):
+        if stop and self.service.cancel(page.key):
             log.info("page closed: stopped answering in %s", page.key)
         await asyncio.gather(*page.answers, return_exceptions=True)
         # Ratings already clicked are still recorded.

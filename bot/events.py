@@ -6,9 +6,12 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["ConversationKey", "Event"]
+__all__ = ["ConversationKey", "Event", "Rating"]
+
+#: A user's verdict on an answer: a 👍 or a 👎 (a reaction, a button).
+Rating = Literal["up", "down"]
 
 
 @dataclass(frozen=True, slots=True)

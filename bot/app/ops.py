@@ -30,7 +30,7 @@ class OpsServer:
 
     async def problems(self) -> list[str]:
         found = []
-        if not getattr(self.service.backend, "ready", True):
+        if not self.service.ready:
             found.append("backend: the model is not ready")
         try:
             await self.service.store.check()

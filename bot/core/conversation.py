@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from bot.config import BotConfig, ModelConfig, PolicyConfig
 from bot.core.metrics import Metrics
-from bot.core.reply import Reply
+from bot.core.reply import Reply, reply_id
 from bot.core.small_talk import reply_to, small_talk
 from bot.core.text import clean_output
 from bot.core.wording import (
@@ -457,9 +457,10 @@ class ConversationManager:
         self, key: ConversationKey, text: str, reply: Reply, status: Status = "complete"
     ) -> None:
         # Recorded once posted, with the platform's id of the reply, which ratings refer to.
-        reply_id = str(getattr(reply, "message_id", "") or "")
         try:
-            await self.store.append(key, "assistant", text, status=status, message_id=reply_id)
+            await self.store.append(
+                key, "assistant", text, status=status, message_id=reply_id(reply)
+            )
         except StoreError:
             log.exception("cannot record an answer in %s", key)
             self.metrics.errors.labels("store").inc()

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from bot.config import HandoffConfig
 from bot.core.metrics import Metrics
-from bot.core.reply import Reply
+from bot.core.reply import HandsOff, Reply
 from bot.core.wording import HANDOFF, RESUMED, STORE_DOWN
 from bot.errors import StoreError
 from bot.events import ConversationKey, Event
@@ -74,8 +74,7 @@ class Handoffs:
             await reply.fail(STORE_DOWN)
             return
         text = f"{lead}\n\n{HANDOFF}" if lead else HANDOFF
-        announce = getattr(reply, "handoff", None)
-        await (announce(text) if announce is not None else reply.finish(text))
+        await (reply.handoff(text) if isinstance(reply, HandsOff) else reply.finish(text))
 
     async def while_handed_off(self, event: Event, text: str, reply: Reply, resume: bool) -> bool:
         """A message in a conversation a person has: ``resume`` from staff gives it back to

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol, runtime_checkable
 
-__all__ = ["Reply"]
+__all__ = ["HandsOff", "Named", "Reply", "Tracked", "reply_id"]
 
 
 class Reply(Protocol):
@@ -24,3 +25,35 @@ class Reply(Protocol):
     async def finish(self, text: str) -> None: ...
 
     async def fail(self, message: str) -> None: ...
+
+
+# What some replies can do besides; the core asks with isinstance(), mypy checks the types.
+
+
+@runtime_checkable
+class Named(Protocol):
+    """A reply shown in a message the platform names: ratings and the inbox refer to it."""
+
+    @property
+    def message_id(self) -> str: ...
+
+
+@runtime_checkable
+class Tracked(Protocol):
+    """A reply that says when its first message is posted: ``on_posted``, when set, is
+    awaited then (the service records where the answer is, for a restart to finish it)."""
+
+    on_posted: Callable[[], Awaitable[None]] | None
+
+
+@runtime_checkable
+class HandsOff(Protocol):
+    """A reply that posts a handoff with the one mention the bot may make: its support
+    team's."""
+
+    async def handoff(self, text: str) -> None: ...
+
+
+def reply_id(reply: Reply) -> str:
+    """The id of the message ``reply`` is shown in ('' when it has none, or none yet)."""
+    return (reply.message_id or "") if isinstance(reply, Named) else ""

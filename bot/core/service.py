@@ -38,13 +38,13 @@ from bot.core.handoff import Handoffs
 from bot.core.metrics import Metrics
 from bot.core.policy import Decision, Policy
 from bot.core.ratelimit import RateLimiter
-from bot.core.reply import Reply
+from bot.core.reply import Reply, Tracked, reply_id
 from bot.core.text import cut
 from bot.core.wording import BUSY, HELP, TOO_LATE, TOO_LONG
 from bot.errors import Busy, ConfigError, StoreError
-from bot.events import ConversationKey, Event
+from bot.events import ConversationKey, Event, Rating
 from bot.generation.base import Backend
-from bot.storage.base import Rating, Store
+from bot.storage.base import Store, Turn
 
 if TYPE_CHECKING:
     from bot.knowledge.base import KnowledgeBase
@@ -72,10 +72,6 @@ def _lease(marker: str) -> str:
     return f"lease/{marker}"
 
 
-def _reply_id(reply: Reply) -> str:
-    return str(getattr(reply, "message_id", "") or "")
-
-
 class Service:
     def __init__(
         self,
@@ -100,9 +96,7 @@ class Service:
             hand_off=self.handoffs.hand_off,
             dont_knows_before_handoff=config.handoff.dont_knows_in_a_row,
         )
-        self.metrics.watch(
-            lambda: self.conversations.pending, lambda: getattr(backend, "in_flight", 0)
-        )
+        self.metrics.watch(lambda: self.conversations.pending, lambda: backend.in_flight)
         limits = config.limits
         self.limiter = RateLimiter(
             limits.user_per_minute,
@@ -190,6 +184,21 @@ class Service:
         await self.close()
 
     @property
+    def ready(self) -> bool:
+        """Whether the model can take requests now."""
+        return self.backend.ready
+
+    async def history(self, key: ConversationKey) -> list[Turn]:
+        """The conversation at ``key`` since its last reset, oldest first (the web chat shows
+        it again after a reload). Raises StoreError when the store cannot be read."""
+        return await self.store.history(key)
+
+    def cancel(self, key: ConversationKey) -> bool:
+        """Stop answering in ``key``: its reader went away (a closed web page). The answer
+        being written keeps what it had, as partial; messages queued there are dropped."""
+        return self.conversations.cancel(key)
+
+    @property
     def help_text(self) -> str:
         return HELP.format(name=self.config.bot.name, company=self.config.bot.company)
 
@@ -220,9 +229,9 @@ class Service:
         elif not admission.durable:
             outcome, answer = await self._respond(ticket)
         else:
-            if hasattr(reply, "on_posted"):
+            if isinstance(reply, Tracked):
                 reply.on_posted = lambda: self._inbox(
-                    self.store.inbox_mark(event.marker, "answering", _reply_id(reply))
+                    self.store.inbox_mark(event.marker, "answering", reply_id(reply))
                 )
             holding = asyncio.create_task(self._hold(event.marker))
             try:
@@ -231,7 +240,7 @@ class Service:
                 holding.cancel()
             # (Cut short, it stays among those answering: close() lets its lease go.)
             self._answering.discard(event.marker)
-            await self._inbox(self.store.inbox_mark(event.marker, "answered", _reply_id(reply)))
+            await self._inbox(self.store.inbox_mark(event.marker, "answered", reply_id(reply)))
         self.metrics.events.labels(event.platform, outcome.value).inc()
         return outcome, answer
 
@@ -345,7 +354,7 @@ class Service:
             ):
                 log.info("apologising for %s, taken in %s ago", event.marker, age)
                 await reply.finish(TOO_LATE)
-                await self._inbox(self.store.inbox_mark(event.marker, "answered", _reply_id(reply)))
+                await self._inbox(self.store.inbox_mark(event.marker, "answered", reply_id(reply)))
             else:
                 log.info("answering %s, taken in before the restart", event.marker)
                 await self.answer(event, reply, recovered=True)

@@ -39,6 +39,16 @@ class Backend(ABC):
     #: How many tokens prompt + reply may take together.
     context_window: int = 2048
 
+    @property
+    def in_flight(self) -> int:
+        """Requests being generated now (a metric)."""
+        return 0
+
+    @property
+    def ready(self) -> bool:
+        """Whether it takes requests now (the ops server's readiness)."""
+        return True
+
     @abstractmethod
     async def start(self) -> None: ...
 

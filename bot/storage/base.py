@@ -9,14 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from bot.events import ConversationKey, Event
+from bot.events import ConversationKey, Event, Rating
 
 __all__ = ["INBOX_KEEP", "InboxState", "Rating", "Role", "Status", "Store", "Turn", "Waiting"]
 
 Role = Literal["user", "assistant"]
 # "dont_know": the bot found nothing to answer from and said so.
 Status = Literal["complete", "partial", "failed", "dont_know"]
-Rating = Literal["up", "down"]
 #: An inbox entry's progress: taken in, being answered, answered (or given up on).
 InboxState = Literal["received", "answering", "answered"]
 #: Answered inbox entries are kept this long (seconds), then dropped.
