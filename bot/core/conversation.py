@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from bot.config import BotConfig, ModelConfig, PolicyConfig
 from bot.core.metrics import Metrics
+from bot.core.prompt import Prompt, build_prompt
 from bot.core.reply import Reply, reply_id
 from bot.core.small_talk import reply_to, small_talk
 from bot.core.text import clean_output
@@ -35,13 +36,10 @@ from bot.core.wording import (
 )
 from bot.errors import Busy, StoreError
 from bot.events import ConversationKey, Event
-from bot.generation.base import Backend, ChatMessage, GenerationParams
+from bot.generation.base import Backend, GenerationParams
 from bot.knowledge.cite import (
     cited_sources,
     format_sources,
-    grounded_prompt,
-    knowledge_prompt,
-    numbered,
     strip_sources,
 )
 from bot.knowledge.claims import Evidence, StreamCheck
@@ -53,20 +51,12 @@ from bot.storage.base import Status, Store, Turn
 if TYPE_CHECKING:
     from bot.knowledge.base import KnowledgeBase
 
-__all__ = ["Answer", "ConversationManager", "Prompt"]
+__all__ = ["Answer", "ConversationManager"]
 
 log = logging.getLogger(__name__)
 
 #: Hands a conversation to a person: (conversation, reply, reason, the answer leading there).
 HandOff = Callable[[ConversationKey, Reply, str, str], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class Prompt:
-    messages: list[ChatMessage]
-    cut: bool = False
-    #: The knowledge-base documents the prompt carries, numbered [1], [2], … in this order.
-    sources: tuple[Source, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -481,48 +471,15 @@ class ConversationManager:
         retrieval: Retrieval | None = None,
         found: Extract | None = None,
     ) -> Prompt:
-        """System prompt (with the retrieved sources, as many as fit, or only the sentences
-        ``found`` to answer from) + as many of the newest turns as fit + this message, so that
-        prompt and reply fit the model's window. Blocking (tokenizes): run it off the event
-        loop."""
-        backend = self.backend
-        budget = backend.context_window - self.params.max_new_tokens
-        if context and not any(turn.content == context for turn in history):
-            text = f'(Replying to this earlier message: "{context}")\n\n{text}'
-        base = system_prompt or self.system_prompt
-        system = ChatMessage("system", base)
-        current = ChatMessage("user", text)
-        sources: tuple[Source, ...] = ()
-        if found is not None:
-            system = ChatMessage("system", grounded_prompt(base, found))
-            sources = found.sources
-        elif retrieval is not None and retrieval.hits:
-            documents = numbered(retrieval)
-            # The best source always; further ones only while the question still fits whole.
-            for keep in range(len(documents), 0, -1):
-                system = ChatMessage("system", knowledge_prompt(base, retrieval, keep))
-                if keep == 1 or backend.count_tokens([system, current]) <= budget:
-                    sources = tuple(source for _, source, _ in documents[:keep])
-                    break
-        cut = False
-        if backend.count_tokens([system, current]) > budget:
-            overhead = backend.count_tokens([system, ChatMessage("user", "")])
-            current = ChatMessage("user", backend.truncate(text, max(budget - overhead, 0)))
-            cut = True
-        # Earlier answers without their "Sources:" footers: the prompt numbers sources afresh.
-        turns = [ChatMessage(t.role, strip_sources(t.content)) for t in history if t.content]
-
-        def fits(kept: int) -> bool:
-            chosen = turns[len(turns) - kept :] if kept else []
-            return backend.count_tokens([system, *chosen, current]) <= budget
-
-        # Binary search for the most recent turns that fit: the count grows with each turn kept.
-        low, high = 0, len(turns)
-        while low < high:
-            middle = (low + high + 1) // 2
-            if fits(middle):
-                low = middle
-            else:
-                high = middle - 1
-        kept = turns[len(turns) - low :] if low else []
-        return Prompt([system, *kept, current], cut, sources)
+        """The prompt for ``text`` after ``history``, trimmed to the model's window
+        (bot/core/prompt.py). Blocking (tokenizes): run it off the event loop."""
+        return build_prompt(
+            self.backend,
+            self.params.max_new_tokens,
+            system_prompt or self.system_prompt,
+            history,
+            text,
+            context,
+            retrieval,
+            found,
+        )
