@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from bench.generation import RESULTS, _pct
 from bench.process import ROOT, ParleyProcess
+from bench.workload import RESULTS, pct
 from bot.evaluation.golden import parse_golden
 from tests.fakes.discord import BOT_ID, CHANNEL_A, CHANNEL_B, FakeDiscord
 
@@ -156,8 +156,8 @@ async def run(
         answered_once=counts.count(1),
         answered_twice=sum(1 for c in counts if c >= 2),
         lost=counts.count(0),
-        delay_p50_s=round(_pct(delays, 50), 2),
-        delay_p95_s=round(_pct(delays, 95), 2),
+        delay_p50_s=round(pct(delays, 50), 2),
+        delay_p95_s=round(pct(delays, 95), 2),
         seconds=round(time.monotonic() - began, 1),
         lost_questions=[
             (message["id"], message["channel_id"], round(sent - started, 2))

@@ -2,7 +2,7 @@
 backend against ``transformers serve`` (without and with ``--continuous-batching``), next to
 Parley's in-process engine, on the bundled model, so the README can show when each pays off.
 
-Every system gets the same prompts (Parley's prompt builder, from bench/generation.py), greedy,
+Every system gets the same prompts (Parley's prompt builder, from bench/workload.py), greedy,
 ``--tokens`` new tokens each, all N streams in flight at once through ``Backend.stream()``.
 Systems run one after another on the same machine; the server is a separate process started
 here on loopback. Results: a table on stdout and ``bench/results/remote.json``.
@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.generation import MODEL_CACHE, RESULTS, _messages, _model_dir, _pct, build_conversations
+from bench.workload import (
+    MODEL_CACHE,
+    RESULTS,
+    build_conversations,
+    chat_messages,
+    model_dir,
+    pct,
+)
 
 SYSTEMS = ("parley-local", "serve", "serve-cb")
 
@@ -35,8 +42,8 @@ class Run:
             "tokens": self.tokens,
             "wall_s": round(self.wall, 2),
             "tok_per_s": round(self.tokens / self.wall, 1),
-            "ttft_p50_s": round(_pct(self.ttft, 50), 2),
-            "ttft_p95_s": round(_pct(self.ttft, 95), 2),
+            "ttft_p50_s": round(pct(self.ttft, 50), 2),
+            "ttft_p95_s": round(pct(self.ttft, 95), 2),
         }
 
 
@@ -49,7 +56,7 @@ async def _load(backend: Any, conversations: list[Any], tokens: int, count: Any)
     async def one(conversation: Any) -> tuple[float, str]:
         first = None
         parts = []
-        async for delta in backend.stream(_messages(conversation), params):
+        async for delta in backend.stream(chat_messages(conversation), params):
             first = first or time.perf_counter()
             parts.append(delta)
         return (first or time.perf_counter()) - start, "".join(parts)
@@ -69,7 +76,7 @@ async def _system(name: str, sizes: list[int], conversations: list[Any], args: A
     from tests.transformers_server import TransformersServer
 
     model = ModelConfig(
-        name=str(_model_dir()),
+        name=str(model_dir()),
         device="cpu",
         cache_dir=str(MODEL_CACHE),
         max_new_tokens=args.tokens,
@@ -82,11 +89,11 @@ async def _system(name: str, sizes: list[int], conversations: list[Any], args: A
         backend = LocalBackend(model)
     else:
         server = TransformersServer(
-            _model_dir(), continuous_batching=name == "serve-cb", threads=args.threads
+            model_dir(), continuous_batching=name == "serve-cb", threads=args.threads
         )
         await asyncio.to_thread(server.start)
         remote = RemoteConfig(
-            base_urls=[server.url], tokenizer=str(_model_dir()), max_in_flight=max(sizes) * 2
+            base_urls=[server.url], tokenizer=str(model_dir()), max_in_flight=max(sizes) * 2
         )
         backend = RemoteBackend(remote, model)
     await backend.start()
