@@ -146,7 +146,7 @@ def test_an_event_survives_its_json() -> None:
 
 
 async def test_doctor_reports_the_questions_waiting_in_the_inbox(tmp_path: Path) -> None:
-    from bot.app.doctor import run_checks
+    from bot.app.commands.doctor import run_checks
 
     db = tmp_path / "parley.db"
     config = Config(store=StoreConfig(path=str(db)))

@@ -16,7 +16,7 @@ import pytest
 
 from adapters.memory import MemoryAdapter, MemoryReply
 from bot.app.cli import main
-from bot.app.doctor import run_checks
+from bot.app.commands.doctor import run_checks
 from bot.app.wiring import build_service
 from bot.config import Config, ModelConfig, RemoteConfig
 from bot.core.service import Service

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from adapters.memory import MemoryAdapter
-from bot.app.report import Gap, Report, build_report, format_report, group
+from bot.app.commands.report import Gap, Report, build_report, format_report, group
 from bot.config import Config, HandoffConfig, LimitsConfig, StoreConfig
 from bot.core.service import Outcome, Service
 from bot.core.wording import HANDOFF, RESUMED

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from adapters.web import WebAdapter
-from bot.app.cli import _run
+from bot.app.commands.serve import _run
 from bot.app.wiring import build_service
 from bot.config import BotConfig, Config, KnowledgeConfig, LimitsConfig, StoreConfig, WebConfig
 from bot.core.service import Service

@@ -7,12 +7,39 @@ import json
 import sys
 import urllib.error
 import urllib.request
+from typing import Any
 
 from bot.config import Config
 from bot.core.policy import Policy
 from bot.events import Event
 
-__all__ = ["explain", "reload"]
+__all__ = ["add_parser", "explain", "reload", "run"]
+
+
+def add_parser(commands: Any) -> None:
+    policy = commands.add_parser("policy", help="explain or reload the per-channel settings")
+    policy_commands = policy.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
+    explain = policy_commands.add_parser(
+        "explain", help="which rule applies to a message, and what the bot would do"
+    )
+    explain.add_argument("--platform", required=True)
+    explain.add_argument("--channel", required=True)
+    explain.add_argument("--user", required=True)
+    explain.add_argument("--workspace", default="", help="guild or team id")
+    explain.add_argument("--roles", nargs="*", default=[], help="role or user-group ids")
+    explain.add_argument("--parent", nargs="*", default=[], help="category or parent channel ids")
+    explain.add_argument("--thread", default=None)
+    explain.add_argument("--dm", action="store_true", help="a direct message")
+    explain.add_argument("--mention", action="store_true", help="the message mentions the bot")
+    explain.add_argument("--text", default="hello", help="the message text")
+    reload = policy_commands.add_parser(
+        "reload", help="ask the running service to re-read its config (via the ops port)"
+    )
+    reload.add_argument("--url", default=None, help="ops base URL (default from [ops])")
+
+
+def run(config: Config, args: argparse.Namespace) -> int:
+    return explain(config, args) if args.policy_command == "explain" else reload(config, args)
 
 
 def explain(config: Config, args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ the largest group first.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sqlite3
 import time
@@ -16,10 +17,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["Gap", "Report", "build_report", "format_report", "group"]
+from bot.config import Config
+
+__all__ = ["Gap", "Report", "add_parser", "build_report", "format_report", "group", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -178,3 +182,17 @@ def format_report(report: Report) -> str:
             if len(gap.others) > 3:
                 lines.append(f"        · and {len(gap.others) - 3} more")
     return "\n".join(lines)
+
+
+def add_parser(commands: Any) -> None:
+    report = commands.add_parser("report", help="what the bot did lately, and what to improve")
+    report.add_argument("--days", type=float, default=7.0, help="the period to report on")
+
+
+def run(config: Config, args: argparse.Namespace) -> int:
+    from bot.knowledge.embed import Embedder
+
+    # (The embedding model loads only if there are questions to group.)
+    encode = Embedder(config.knowledge.embedding_model).encode
+    print(format_report(build_report(config.store.path, args.days, encode=encode)))
+    return 0

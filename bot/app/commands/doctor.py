@@ -8,18 +8,21 @@ opened and written once.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from bot.config import Config
 from bot.errors import ParleyError
 
-__all__ = ["Check", "doctor", "run_checks"]
+__all__ = ["Check", "add_parser", "doctor", "run", "run_checks"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,16 @@ async def run_checks(config: Config) -> list[Check]:
     checks = await _backend(config)
     checks.append(await _store(config))
     return checks
+
+
+def add_parser(commands: Any) -> None:
+    commands.add_parser(
+        "doctor", help="check the model server (or local model) and the store, one line each"
+    )
+
+
+def run(config: Config, args: argparse.Namespace) -> int:
+    return asyncio.run(doctor(config))
 
 
 async def doctor(config: Config, echo: Callable[[str], None] = print) -> int:
