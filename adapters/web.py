@@ -44,6 +44,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from bot.config import Config
 from bot.core.ratelimit import TokenBucket
 from bot.core.service import Outcome, Service
+from bot.core.wording import APOLOGY, SLOW_DOWN
 from bot.errors import PlatformError, StoreError
 from bot.events import ConversationKey, Event, Rating
 
@@ -68,10 +69,8 @@ TOO_LONG = (
     "Your message is {length:,} characters long; I can read at most {limit:,}."
     " Please shorten it and send it again."
 )
-TOO_FAST = "You're sending messages faster than I can answer. Please wait about {seconds} s."
 NOT_UNDERSTOOD = "Sorry, this page sent something I didn't understand. Please reload it."
 NO_HISTORY = "I can't show our earlier messages right now; new ones work as usual."
-FAILED = "Sorry, something went wrong while I was answering. Please try again in a moment."
 FULL = "Too many people are chatting right now. Please try again in a few minutes."
 
 
@@ -439,7 +438,7 @@ class WebAdapter:
             return
         if page.bucket.rate > 0 and not page.bucket.take(time.monotonic()):
             seconds = max(1, round(page.bucket.seconds_until_one()))
-            page.send({"type": "notice", "id": ask, "text": TOO_FAST.format(seconds=seconds)})
+            page.send({"type": "notice", "id": ask, "text": SLOW_DOWN.format(seconds=seconds)})
             return
         event = Event(
             platform=PLATFORM,
@@ -463,7 +462,7 @@ class WebAdapter:
         except Exception:
             log.exception("answering on the web page %s failed", page.key)
             if not reply.finished:
-                await reply.fail(FAILED)
+                await reply.fail(APOLOGY)
             outcome = None
         finally:
             page.replies.discard(reply)
