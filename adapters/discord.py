@@ -69,7 +69,11 @@ _SPACES = re.compile(r"[ \t]{2,}")
 
 
 def enabled(config: Config) -> bool:
+    """Whether Discord runs with ``config``; raises ConfigError naming a bad [discord] key."""
     section = config.discord
+    if not 0 <= section.catch_up_minutes <= 1440:
+        # Beyond a day, the de-duplication that keeps a caught-up answer from repeating forgets.
+        raise ConfigError(f"{config.source}: 'discord.catch_up_minutes' must be between 0 and 1440")
     if section.enabled is False:
         return False
     has_token = config.secret(section.token_env) is not None

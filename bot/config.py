@@ -337,9 +337,6 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     validate_policy(config.policy, source)
     if config.model.repetition_penalty <= 0:
         raise ConfigError(f"{source}: 'model.repetition_penalty' must be above 0 (1 turns it off)")
-    if not 0 <= config.discord.catch_up_minutes <= 1440:
-        # Beyond a day, the de-duplication that keeps a caught-up answer from repeating forgets.
-        raise ConfigError(f"{source}: 'discord.catch_up_minutes' must be between 0 and 1440")
     if config.knowledge.answer_sentences < 1:
         raise ConfigError(f"{source}: 'knowledge.answer_sentences' must be at least 1")
     return dataclasses.replace(config, source=source)

@@ -18,7 +18,14 @@ from hypothesis import strategies as st
 
 from adapters.discord import NOT_HERE, DiscordAdapter, create, enabled, readable
 from adapters.discord_split import split_message
-from bot.config import Config, DiscordConfig, HandoffConfig, OpsConfig, PolicyConfig
+from bot.config import (
+    Config,
+    DiscordConfig,
+    HandoffConfig,
+    OpsConfig,
+    PolicyConfig,
+    load_config,
+)
 from bot.core.service import Outcome, Service
 from bot.core.wording import RESET_DONE
 from bot.errors import ConfigError, PlatformError
@@ -463,6 +470,16 @@ def test_enabled_needs_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DISCORD_TOKEN", "x")
     assert enabled(Config())
     assert not enabled(Config(discord=DiscordConfig(enabled=False)))
+
+
+def test_a_catch_up_longer_than_a_day_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "parley.toml"
+    path.write_text("[discord]\nenabled = false\ncatch_up_minutes = 2000\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as refused:
+        enabled(load_config(path))
+    assert str(refused.value) == f"{path}: 'discord.catch_up_minutes' must be between 0 and 1440"
+    path.write_text("[discord]\ncatch_up_minutes = 0\n", encoding="utf-8")
+    assert not enabled(load_config(path))
 
 
 def test_mentions_become_readable_names() -> None:
