@@ -346,15 +346,36 @@ class DiscordAdapter:
             except discord.HTTPException as exc:
                 log.warning("cannot read back %s after reconnecting: %s", channel.id, exc)
 
-    def _resume(self, event: Event, reply_id: str) -> Reply:
+    async def _resume(self, event: Event, reply_id: str) -> Reply:
         """The reply to ``event`` after a restart; finishing the message ``reply_id`` when
         its answer was already posted in one."""
         channel = self.client.get_partial_messageable(int(event.thread or event.channel))
+        # A process killed between posting the answer's first message and recording it left
+        # no id: the channel still shows the reply, which is finished rather than repeated.
+        reply_id = reply_id or await self._posted_reply(channel, int(event.message_id))
         reply = self._reply(ResumedSink(channel, int(event.message_id)))
         if reply_id:
             reply.posted.append(channel.get_partial_message(int(reply_id)))
             reply.shown.append("")
         return reply
+
+    async def _posted_reply(self, channel: discord.PartialMessageable, question: int) -> str:
+        """The id of the bot's reply to ``question`` in ``channel`` (the first after it, within
+        ``discord.catch_up_messages``), or '' when there is none or history cannot be read."""
+        me = self.client.user
+        try:
+            async for message in channel.history(
+                after=discord.Object(question),
+                limit=self.section.catch_up_messages,
+                oldest_first=True,
+            ):
+                reference = message.reference
+                mine = me is not None and message.author.id == me.id
+                if mine and reference is not None and reference.message_id == question:
+                    return str(message.id)
+        except discord.HTTPException as exc:
+            log.warning("cannot look for an earlier reply to %s: %s", question, exc)
+        return ""
 
     async def on_resumed(self) -> None:
         self._connected = True

@@ -70,7 +70,7 @@ class MemoryAdapter:
         if durable:
             service.resumable(platform, self.resume)
 
-    def resume(self, event: Event, reply_id: str) -> MemoryReply:
+    async def resume(self, event: Event, reply_id: str) -> MemoryReply:
         """The reply to an event taken in before a restart: its message ``reply_id`` when the
         answer was already posted in one, else a new one."""
         reply = MemoryReply(message_id=reply_id or f"resumed-{event.message_id}")

@@ -388,7 +388,7 @@ class SlackAdapter:
             staff=self._staff,
         )
 
-    def _resume(self, event: Event, reply_id: str) -> Reply:
+    async def _resume(self, event: Event, reply_id: str) -> Reply:
         """The reply to ``event`` after a restart, in its thread; the message ``reply_id``
         (its answer so far) is edited when there is one."""
         reply = self._reply(_place(event))

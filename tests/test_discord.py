@@ -555,6 +555,37 @@ async def test_a_question_taken_in_before_a_crash_is_answered_after_the_restart(
     assert len(fake.sent()) == 1
 
 
+async def test_an_answer_posted_but_not_recorded_before_a_crash_is_finished_not_repeated(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    answer = "Your invoice is under Billing, then History."
+    db = str(tmp_path / "parley.db")
+    # Killed between posting the answer's first words and writing down where: the inbox
+    # knows the question (and its delivery is claimed), not the message.
+    asked = fake.post_while_away(f"{MENTION} where is my invoice?", mentions=(BOT_ID,))
+    reference = {"message_id": asked["id"], "channel_id": CHANNEL_A}
+    cut = await fake._create(
+        CHANNEL_A, {"content": "Your invoice is", "message_reference": reference}, echo=False
+    )
+    question = Event(
+        platform="discord",
+        workspace=GUILD_ID,
+        channel=CHANNEL_A,
+        user=ALICE,
+        text="where is my invoice?",
+        message_id=asked["id"],
+    )
+    store = SQLiteStore(db)
+    await store.open()
+    await store.inbox_add(question)
+    assert await store.claim(question.marker, 86400)
+    await store.close()
+    async with serving(fake, tmp_path, ScriptedBackend(answer)):
+        await fake.wait_for(final(fake, CHANNEL_A, answer))
+        await inbox_emptied(db)
+    assert [m["id"] for m in fake.sent(CHANNEL_A)] == [cut["id"]]
+
+
 async def test_questions_asked_while_the_bot_was_away_are_answered_once_it_is_back(
     fake: FakeDiscord, tmp_path: Path
 ) -> None:

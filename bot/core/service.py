@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 #: Builds the reply that answers an event after a restart: (event, id of the message its answer
 #: was already posted in, or '').
-Resume = Callable[[Event, str], Reply]
+Resume = Callable[[Event, str], Awaitable[Reply]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,7 +347,7 @@ class Service:
                 continue
             if done and limits.recover_per_minute > 0:
                 await asyncio.sleep(60.0 / limits.recover_per_minute)
-            reply = resume(event, entry.reply_id)
+            reply = await resume(event, entry.reply_id)
             age = datetime.now(UTC) - entry.received_at
             if limits.recover_within_minutes > 0 and age > timedelta(
                 minutes=limits.recover_within_minutes
