@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.core.service import Outcome, Service
+from bot.events import Event
 from bot.storage.sqlite import SQLiteStore
 
 Outcomes = list[tuple[str, Outcome]]
@@ -51,6 +52,24 @@ async def connected(adapter: Any, within: float = 15) -> AsyncIterator[None]:
         ready.cancel()
         running.cancel()
         await asyncio.gather(running, ready, return_exceptions=True)
+
+
+async def left_by_a_crash(
+    db: str | Path, event: Event, claimed: bool = False, reply_id: str = ""
+) -> None:
+    """Put in the SQLite store what a process killed after taking ``event`` in leaves there:
+    the inbox entry, the claim of its delivery when ``claimed``, and the message its answer
+    was posted in so far (``reply_id``)."""
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        await store.inbox_add(event)
+        if claimed:
+            assert await store.claim(event.marker, 86400)
+        if reply_id:
+            await store.inbox_mark(event.marker, "answering", reply_id)
+    finally:
+        await store.close()
 
 
 async def waiting(db: str | Path) -> int:

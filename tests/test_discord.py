@@ -46,7 +46,7 @@ from tests.fakes.discord import (
     THREAD_ID,
     FakeDiscord,
 )
-from tests.harness import connected, inbox_emptied, record_outcomes, waiting
+from tests.harness import connected, inbox_emptied, left_by_a_crash, record_outcomes, waiting
 from tests.scripted import GatedBackend, ScriptedBackend
 
 
@@ -531,23 +531,25 @@ async def test_an_answer_cut_by_a_stop_is_finished_in_its_message_after_the_rest
     assert [m["id"] for m in fake.sent(CHANNEL_A)] == [posted["id"]]
 
 
-async def test_a_question_taken_in_before_a_crash_is_answered_after_the_restart(
-    fake: FakeDiscord, tmp_path: Path
-) -> None:
-    answer = "Your invoice is under Billing, then History."
-    db = str(tmp_path / "parley.db")
-    store = SQLiteStore(db)
-    await store.open()
-    question = Event(
+def _question(message_id: str) -> Event:
+    """ "where is my invoice?", as Alice asked it in channel A."""
+    return Event(
         platform="discord",
         workspace=GUILD_ID,
         channel=CHANNEL_A,
         user=ALICE,
         text="where is my invoice?",
-        message_id="1234567890123",
+        message_id=message_id,
     )
-    await store.inbox_add(question)
-    await store.close()
+
+
+async def test_a_question_taken_in_before_a_crash_is_answered_after_the_restart(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    answer = "Your invoice is under Billing, then History."
+    db = str(tmp_path / "parley.db")
+    question = _question("1234567890123")
+    await left_by_a_crash(db, question)
     async with serving(fake, tmp_path, ScriptedBackend(answer)):
         [sent] = await fake.wait_for(final(fake, CHANNEL_A, answer))
         assert sent["message_reference"]["message_id"] == question.message_id
@@ -567,19 +569,7 @@ async def test_an_answer_posted_but_not_recorded_before_a_crash_is_finished_not_
     cut = await fake._create(
         CHANNEL_A, {"content": "Your invoice is", "message_reference": reference}, echo=False
     )
-    question = Event(
-        platform="discord",
-        workspace=GUILD_ID,
-        channel=CHANNEL_A,
-        user=ALICE,
-        text="where is my invoice?",
-        message_id=asked["id"],
-    )
-    store = SQLiteStore(db)
-    await store.open()
-    await store.inbox_add(question)
-    assert await store.claim(question.marker, 86400)
-    await store.close()
+    await left_by_a_crash(db, _question(asked["id"]), claimed=True)
     async with serving(fake, tmp_path, ScriptedBackend(answer)):
         await fake.wait_for(final(fake, CHANNEL_A, answer))
         await inbox_emptied(db)

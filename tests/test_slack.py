@@ -48,7 +48,14 @@ from tests.fakes.slack import (
     new_ts,
     signed_headers,
 )
-from tests.harness import Outcomes, connected, inbox_emptied, record_outcomes, waiting
+from tests.harness import (
+    Outcomes,
+    connected,
+    inbox_emptied,
+    left_by_a_crash,
+    record_outcomes,
+    waiting,
+)
 from tests.scripted import GatedBackend, ScriptedBackend
 
 MENTION = f"<@{BOT_USER}>"
@@ -524,26 +531,12 @@ def test_any_payload_converts_or_is_plain_text(payload: dict[str, Any]) -> None:
 # -- nothing lost across a crash -------------------------------------------------------------
 
 
-async def _left_by_a_crash(db: Path, asked: dict[str, Any], reply_id: str = "") -> str:
-    """Put in the store what a process killed after taking ``asked`` in leaves there: the
-    inbox entry and the delivery's claim (its answer posted so far in ``reply_id``)."""
-    event = to_event(asked, TEAM, BOT_USER, {})
-    store = SQLiteStore(db)
-    await store.open()
-    await store.inbox_add(event)
-    assert await store.claim(f"slack/{TEAM}/{CHANNEL}/{asked['ts']}", 86400)
-    if reply_id:
-        await store.inbox_mark(event.marker, "answering", reply_id)
-    await store.close()
-    return event.marker
-
-
 async def test_a_question_taken_in_before_a_crash_is_answered_once_after_the_restart(
     fake: FakeSlack, tmp_path: Path
 ) -> None:
     answer = "Only once."
     asked = mention(f"{MENTION} are you there?")
-    await _left_by_a_crash(tmp_path / "parley.db", asked)
+    await left_by_a_crash(tmp_path / "parley.db", to_event(asked, TEAM, BOT_USER, {}), claimed=True)
     async with serving(fake, tmp_path, ScriptedBackend(answer)) as (_, _, outcomes):
         await fake.wait_for(lambda: [m for m in fake.thread(CHANNEL, asked["ts"]) if m.stopped])
         # Not acknowledged before the crash, so Slack delivers it again: not answered twice.
@@ -560,7 +553,8 @@ async def test_an_answer_cut_by_a_crash_is_finished_in_its_own_message(
     answer = "Your invoice is under Billing, then History."
     asked = mention(f"{MENTION} where is my invoice?")
     cut = fake._post({"channel": CHANNEL, "thread_ts": asked["ts"], "text": "Your invoice is"})
-    await _left_by_a_crash(tmp_path / "parley.db", asked, reply_id=cut.ts)
+    db = tmp_path / "parley.db"
+    await left_by_a_crash(db, to_event(asked, TEAM, BOT_USER, {}), claimed=True, reply_id=cut.ts)
     async with serving(fake, tmp_path, ScriptedBackend(answer)):
         await fake.wait_for(lambda: fake.messages[cut.ts].updates)
         await inbox_emptied(tmp_path / "parley.db")
