@@ -74,7 +74,8 @@ class Deployment:
             encoding="utf-8",
         )
         self.log = (folder / "parley.log").open("a", encoding="utf-8")
-        self.processes = [ParleyProcess(config, self.log, env)]
+        self.config, self.env = config, env
+        self.processes: list[ParleyProcess] = []
 
     def _connections(self) -> int:
         if isinstance(self.fake, discord.FakeDiscord):
@@ -84,10 +85,7 @@ class Deployment:
     async def start(self, count: int = 1) -> None:
         """Start ``count`` processes and wait until each is connected."""
         before = self._connections()
-        self.processes = [
-            ParleyProcess(self.processes[0].config, self.log, self.processes[0].env)
-            for _ in range(count)
-        ]
+        self.processes = [ParleyProcess(self.config, self.log, self.env) for _ in range(count)]
         for process in self.processes:
             await process.start()
         await self.fake.wait_for(lambda: self._connections() >= before + count, 60)
