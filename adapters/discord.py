@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +25,7 @@ import discord
 import yarl
 from discord import app_commands
 
+from adapters.discord_event import PLATFORM, place, to_event
 from adapters.discord_reply import (
     NO_PINGS,
     DiscordReply,
@@ -35,17 +35,17 @@ from adapters.discord_reply import (
     Sink,
 )
 from adapters.inflight import Inflight
-from bot.config import Config, DiscordConfig
+from adapters.settings import DiscordConfig
+from bot.config import Config
 from bot.core.reply import Reply
 from bot.core.service import Service
 from bot.errors import ConfigError, PlatformError
 from bot.events import ConversationKey, Event, Rating
 
-__all__ = ["DiscordAdapter", "create", "enabled", "readable", "to_event"]
+__all__ = ["DiscordAdapter", "create", "enabled"]
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "discord"
 PORTAL = "https://discord.com/developers/applications"
 INTENT_REFUSED = (
     "Discord refused the Message Content intent: turn on 'Message Content Intent' under Bot ->"
@@ -62,15 +62,12 @@ FINAL_CLOSE_CODES = {
 # Messages people write; joins, pins, boosts and other system messages are not questions.
 ANSWERABLE = (discord.MessageType.default, discord.MessageType.reply)
 
-_MARKUP = re.compile(r"<(@!?|@&|#)(\d+)>|<a?:(\w+):\d+>")
-_LEADING_USER = re.compile(r"\s*<@!?(\d+)>")
 RATINGS: dict[str, Rating] = {"👍": "up", "👎": "down"}
-_SPACES = re.compile(r"[ \t]{2,}")
 
 
 def enabled(config: Config) -> bool:
     """Whether Discord runs with ``config``; raises ConfigError naming a bad [discord] key."""
-    section = config.discord
+    section = config.section(DiscordConfig)
     if not 0 <= section.catch_up_minutes <= 1440:
         # Beyond a day, the de-duplication that keeps a caught-up answer from repeating forgets.
         raise ConfigError(f"{config.source}: 'discord.catch_up_minutes' must be between 0 and 1440")
@@ -86,95 +83,6 @@ def enabled(config: Config) -> bool:
 
 def create(config: Config, service: Service) -> DiscordAdapter:
     return DiscordAdapter(config, service)
-
-
-def readable(
-    content: str,
-    bot_id: int,
-    users: Mapping[int, str],
-    roles: Mapping[int, str],
-    channel_name: Callable[[int], str | None],
-) -> str:
-    """``content`` as plain text: the bot's mention removed, other mentions as @name / #name."""
-
-    def swap(match: re.Match[str]) -> str:
-        kind, number, emoji = match.group(1), match.group(2), match.group(3)
-        if emoji is not None:
-            return f":{emoji}:"
-        ident = int(number)
-        if kind in ("@", "@!"):
-            return "" if ident == bot_id else "@" + users.get(ident, "user")
-        if kind == "@&":
-            return "@" + roles.get(ident, "role")
-        return "#" + (channel_name(ident) or "channel")
-
-    text = _MARKUP.sub(swap, content)
-    return "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n")).strip()
-
-
-def _message_text(message: discord.Message, bot_id: int) -> str:
-    guild = message.guild
-
-    def channel_name(ident: int) -> str | None:
-        found = guild.get_channel_or_thread(ident) if guild is not None else None
-        return found.name if found is not None else None
-
-    return readable(
-        message.content,
-        bot_id,
-        {user.id: user.display_name for user in message.mentions},
-        {role.id: role.name for role in message.role_mentions},
-        channel_name,
-    )
-
-
-def _place(channel: object, channel_id: int | None) -> tuple[str, str | None, tuple[str, ...]]:
-    """(channel, thread, parents) of a conversation. A thread is its own conversation, keyed
-    under its parent channel (as Slack threads are), so a channel's rules cover its threads;
-    ``parents`` adds the channel's category."""
-    if isinstance(channel, discord.Thread):
-        parent = channel.parent
-        category = getattr(parent, "category_id", None)
-        parents = (str(channel.parent_id), *((str(category),) if category else ()))
-        return str(channel.parent_id), str(channel.id), parents
-    category = getattr(channel, "category_id", None)
-    ident = str(getattr(channel, "id", None) or channel_id or "")
-    return ident, None, (str(category),) if category else ()
-
-
-def to_event(message: discord.Message, bot_id: int) -> Event:
-    """Convert a message; ``addressed`` says whether it is a DM, mentions the bot, or replies
-    to the bot."""
-    channel, thread, parents = _place(message.channel, message.channel.id)
-    replied = message.reference.resolved if message.reference is not None else None
-    replied_to = replied if isinstance(replied, discord.Message) else None
-    is_dm = message.guild is None
-    addressed = (
-        is_dm
-        or any(user.id == bot_id for user in message.mentions)
-        or (replied_to is not None and replied_to.author.id == bot_id)
-    )
-    context = _message_text(replied_to, bot_id) if replied_to is not None else None
-    author = message.author
-    leading = _LEADING_USER.match(message.content)
-    return Event(
-        platform=PLATFORM,
-        workspace=str(message.guild.id) if message.guild is not None else "",
-        channel=channel,
-        thread=thread,
-        message_id=str(message.id),
-        user=str(author.id),
-        user_name=author.display_name,
-        text=_message_text(message, bot_id),
-        addressed=addressed,
-        is_dm=is_dm,
-        from_bot=author.bot,
-        received_at=message.created_at,
-        context=context or None,
-        roles=tuple(str(role.id) for role in getattr(author, "roles", ())),
-        parents=parents,
-        mentions_others=leading is not None and int(leading.group(1)) != bot_id,
-    )
 
 
 def _point_at(section: DiscordConfig) -> Callable[[], None]:
@@ -197,7 +105,7 @@ class DiscordAdapter:
 
     def __init__(self, config: Config, service: Service) -> None:
         self.config = config
-        self.section = config.discord
+        self.section = config.section(DiscordConfig)
         self.service = service
         self.ready = asyncio.Event()
         self._inflight = Inflight(PLATFORM, config.bot.max_pending)
@@ -403,8 +311,8 @@ class DiscordAdapter:
         if rating is None or me is None or payload.user_id == me.id:
             return
         channel = self.client.get_channel(payload.channel_id)
-        place, _, _ = _place(channel, payload.channel_id)
-        scope = ConversationKey(PLATFORM, str(payload.guild_id or ""), place)
+        where, _, _ = place(channel, payload.channel_id)
+        scope = ConversationKey(PLATFORM, str(payload.guild_id or ""), where)
         task = asyncio.create_task(
             self.service.feedback(scope, str(payload.message_id), str(payload.user_id), rating)
         )
@@ -479,7 +387,7 @@ class DiscordAdapter:
                 NOT_HERE, ephemeral=True, allowed_mentions=NO_PINGS
             )
             return
-        channel, thread, parents = _place(interaction.channel, interaction.channel_id)
+        channel, thread, parents = place(interaction.channel, interaction.channel_id)
         event = Event(
             platform=PLATFORM,
             workspace=str(interaction.guild_id or ""),

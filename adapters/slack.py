@@ -22,7 +22,6 @@ import dataclasses
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -34,19 +33,20 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.inflight import Inflight
-from adapters.slack_format import USER_MENTION, escape, leading_user, readable
-from adapters.slack_reply import Place, SlackReply, staff_mention
+from adapters.settings import SlackConfig
+from adapters.slack_event import PLATFORM, place, to_event
+from adapters.slack_format import USER_MENTION, escape
+from adapters.slack_reply import EphemeralReply, Place, SlackReply, staff_mention
 from bot.config import Config
 from bot.core.reply import Reply
 from bot.core.service import Admission, Service
 from bot.errors import ConfigError, PlatformError
 from bot.events import ConversationKey, Event, Rating
 
-__all__ = ["SlackAdapter", "create", "enabled", "to_event"]
+__all__ = ["SlackAdapter", "create", "enabled"]
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "slack"
 EVENTS_PATH = "/slack/events"
 COMMAND = "/parley"
 # Messages people write; edits, deletions, joins and bot posts are not questions.
@@ -65,13 +65,13 @@ logging.getLogger("slack_bolt.AsyncApp").addFilter(_client_token_note)
 
 
 def _missing(config: Config) -> list[str]:
-    section = config.slack
+    section = config.section(SlackConfig)
     second = section.app_token_env if section.mode == "socket" else section.signing_secret_env
     return [env for env in (section.bot_token_env, second) if config.secret(env) is None]
 
 
 def enabled(config: Config) -> bool:
-    section = config.slack
+    section = config.section(SlackConfig)
     if section.enabled is False:
         return False
     missing = _missing(config)
@@ -92,41 +92,12 @@ def create(config: Config, service: Service) -> SlackAdapter:
     return SlackAdapter(config, service)
 
 
-def to_event(event: dict[str, Any], team: str, bot_user: str, names: dict[str, str]) -> Event:
-    """A Slack ``message`` or ``app_mention`` event as an Event; ``names``: user id → name."""
-    channel = str(event.get("channel", ""))
-    ts = str(event.get("ts", ""))
-    text = str(event.get("text") or "")
-    user = str(event.get("user") or "")
-    is_dm = event.get("channel_type") == "im" or channel.startswith("D")
-    other = leading_user(text)
-    try:
-        received = datetime.fromtimestamp(float(ts), UTC)
-    except (ValueError, OverflowError, OSError):
-        received = datetime.now(UTC)
-    return Event(
-        platform=PLATFORM,
-        workspace=team,
-        channel=channel,
-        thread=str(event.get("thread_ts") or ts),
-        message_id=ts,
-        user=user,
-        user_name=names.get(user, ""),
-        text=readable(text, bot_user, lambda ident: names.get(ident, "user")),
-        addressed=is_dm or f"<@{bot_user}" in text,
-        is_dm=is_dm,
-        from_bot=bool(event.get("bot_id")) or event.get("subtype") == "bot_message",
-        received_at=received,
-        mentions_others=other is not None and other != bot_user,
-    )
-
-
 class SlackAdapter:
     name = PLATFORM
 
     def __init__(self, config: Config, service: Service) -> None:
         self.config = config
-        self.section = config.slack
+        self.section = config.section(SlackConfig)
         self.service = service
         self.connected = False
         self.ready = asyncio.Event()
@@ -306,7 +277,7 @@ class SlackAdapter:
         admission = await self.service.admit(converted)
         self._inflight.start(
             converted,
-            self._reply(_place(converted)),
+            self._reply(place(converted)),
             lambda event, reply: self._handle(event, reply, admission),
         )
 
@@ -364,7 +335,7 @@ class SlackAdapter:
         )
         if text.lower() in ("", "help", "reset"):
             # Notices for the asker alone; reset forgets the channel's /parley conversation.
-            self._inflight.start(event, _Ephemeral(self.client, channel, user), self._handle)
+            self._inflight.start(event, EphemeralReply(self.client, channel, user), self._handle)
             return
         name = event.user_name or "someone"
         try:
@@ -391,7 +362,7 @@ class SlackAdapter:
     async def _resume(self, event: Event, reply_id: str) -> Reply:
         """The reply to ``event`` after a restart, in its thread; the message ``reply_id``
         (its answer so far) is edited when there is one."""
-        reply = self._reply(_place(event))
+        reply = self._reply(place(event))
         if reply_id:
             reply.streaming = False  # a stream cannot be taken over: the message is edited
             reply.posted.append(reply_id)
@@ -409,36 +380,6 @@ class SlackAdapter:
         finally:
             if isinstance(reply, SlackReply):
                 self._replies.discard(reply)
-
-
-def _place(event: Event) -> Place:
-    """Where the answer to ``event`` goes: its thread, or one under it."""
-    return Place(
-        event.workspace, event.channel, event.thread or event.message_id, event.user, event.is_dm
-    )
-
-
-class _Ephemeral:
-    """A command's notice, shown to the one who asked (help, reset, "slow down")."""
-
-    def __init__(self, client: AsyncWebClient, channel: str, user: str) -> None:
-        self.client = client
-        self.channel = channel
-        self.user = user
-
-    async def start(self) -> None:
-        pass
-
-    async def update(self, text: str) -> None:
-        pass
-
-    async def finish(self, text: str) -> None:
-        await self.client.chat_postEphemeral(
-            channel=self.channel, user=self.user, text=escape(text)
-        )
-
-    async def fail(self, message: str) -> None:
-        await self.finish(message)
 
 
 async def _forever() -> None:

@@ -31,7 +31,7 @@ from adapters.discord_split import split_message
 from adapters.slack_format import escape, to_mrkdwn
 from adapters.throttled import ThrottledReply
 
-__all__ = ["PLACEHOLDER", "STREAM_LIMIT", "UPDATE_LIMIT", "Place", "SlackReply"]
+__all__ = ["PLACEHOLDER", "STREAM_LIMIT", "UPDATE_LIMIT", "EphemeralReply", "Place", "SlackReply"]
 
 log = logging.getLogger(__name__)
 
@@ -208,3 +208,26 @@ class SlackReply(ThrottledReply):
         self.posted.append(await self._send(text, mrkdwn))
         self.shown.append(text)
         await self._posted()
+
+
+class EphemeralReply:
+    """A command's notice, shown to the one who asked (help, reset, "slow down")."""
+
+    def __init__(self, client: AsyncWebClient, channel: str, user: str) -> None:
+        self.client = client
+        self.channel = channel
+        self.user = user
+
+    async def start(self) -> None:
+        pass
+
+    async def update(self, text: str) -> None:
+        pass
+
+    async def finish(self, text: str) -> None:
+        await self.client.chat_postEphemeral(
+            channel=self.channel, user=self.user, text=escape(text)
+        )
+
+    async def fail(self, message: str) -> None:
+        await self.finish(message)

@@ -34,13 +34,15 @@ import re
 import secrets
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import yarl
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from adapters.settings import WebConfig
+from adapters.web_page import Page, WebReply
 from bot.config import Config
 from bot.core.ratelimit import TokenBucket
 from bot.core.service import Outcome, Service
@@ -48,7 +50,7 @@ from bot.core.wording import APOLOGY, SLOW_DOWN
 from bot.errors import PlatformError, StoreError
 from bot.events import ConversationKey, Event, Rating
 
-__all__ = ["WebAdapter", "WebReply", "create", "enabled"]
+__all__ = ["WebAdapter", "create", "enabled"]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,7 @@ FULL = "Too many people are chatting right now. Please try again in a few minute
 
 
 def enabled(config: Config) -> bool:
-    return config.web.enabled
+    return config.section(WebConfig).enabled
 
 
 def create(config: Config, service: Service) -> WebAdapter:
@@ -90,110 +92,12 @@ def _valid(value: str | None) -> str | None:
     return value if value is not None and _TOKEN.fullmatch(value) else None
 
 
-class WebReply:
-    """One answer on one page. ``update`` only records the text and wakes the page's writer,
-    which sends whatever is newest when the socket is ready."""
-
-    def __init__(self, page: _Page, ask: str, handoff_text: str) -> None:
-        self.page = page
-        self.ask = ask
-        self.handoff_text = handoff_text
-        #: The id ratings refer to; recorded with the answer in the store.
-        self.message_id = f"web-{uuid.uuid4().hex}"
-        self.latest = ""
-        self.sent = ""
-        self.queued = False
-        self.started = False
-        self.finished = False
-        self.failed = False
-
-    async def start(self) -> None:
-        self.started = True
-        self.page.send({"type": "start", "id": self.ask})
-
-    async def update(self, text: str) -> None:
-        if not self.finished:
-            self.latest = text
-            self.page.stream(self)
-
-    async def finish(self, text: str) -> None:
-        self.finished = True
-        self.page.send({"type": "final", "id": self.ask, "text": text, "failed": self.failed})
-
-    async def fail(self, message: str) -> None:
-        self.failed = True
-        await self.finish(message)
-
-    async def handoff(self, text: str) -> None:
-        # The service's own text promises an answer "here", which the web page cannot give.
-        await self.finish(self.handoff_text)
-
-    def pending_text(self) -> dict[str, Any] | None:
-        """The message bringing the page up to date, or None when it already is."""
-        text = self.latest
-        if self.finished or text == self.sent:
-            return None
-        if text.startswith(self.sent):
-            message = {"type": "text", "id": self.ask, "append": text[len(self.sent) :]}
-        else:
-            message = {"type": "text", "id": self.ask, "text": text}
-        self.sent = text
-        return message
-
-
-class _Page:
-    """One open socket: what it shows, what it may still send, and the tasks working for it."""
-
-    def __init__(self, ws: web.WebSocketResponse, key: ConversationKey, bucket: TokenBucket):
-        self.ws = ws
-        self.key = key
-        self.bucket = bucket
-        self.answers: set[asyncio.Task[None]] = set()
-        self.chores: set[asyncio.Task[None]] = set()
-        self.replies: set[WebReply] = set()
-        self._outbox: deque[dict[str, Any] | WebReply] = deque()
-        self._wake = asyncio.Event()
-
-    @property
-    def visitor(self) -> str:
-        return self.key.channel
-
-    def send(self, message: dict[str, Any]) -> None:
-        self._outbox.append(message)
-        self._wake.set()
-
-    def stream(self, reply: WebReply) -> None:
-        if not reply.queued:
-            reply.queued = True
-            self._outbox.append(reply)
-            self._wake.set()
-
-    async def write(self) -> None:
-        """The socket's only writer, until the socket closes."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._outbox:
-                item = self._outbox.popleft()
-                if isinstance(item, WebReply):
-                    item.queued = False
-                    message = item.pending_text()
-                    if message is None:
-                        continue
-                else:
-                    message = item
-                try:
-                    await self.ws.send_str(json.dumps(message, ensure_ascii=False))
-                except ConnectionError:
-                    return
-
-
 class WebAdapter:
     name = PLATFORM
 
     def __init__(self, config: Config, service: Service) -> None:
         self.config = config
-        self.section = config.web
+        self.section = config.section(WebConfig)
         self.service = service
         self.host = self.section.host
         self.port = self.section.port
@@ -206,7 +110,7 @@ class WebAdapter:
         self._index = page.replace("{{company}}", html.escape(bot.company)).replace(
             "{{name}}", html.escape(bot.name)
         )
-        self._pages: set[_Page] = set()
+        self._pages: set[Page] = set()
         self._live: Counter[ConversationKey] = Counter()
         self._runner: web.AppRunner | None = None
 
@@ -346,7 +250,7 @@ class WebAdapter:
         section = self.section
         per_second = section.messages_per_minute / 60.0
         burst = float(max(1, section.burst))
-        page = _Page(
+        page = Page(
             ws,
             ConversationKey(PLATFORM, "", visitor, conversation),
             TokenBucket(per_second, burst, burst, time.monotonic()),
@@ -365,7 +269,7 @@ class WebAdapter:
             await self._leave(page, writer)
         return ws
 
-    async def _hello(self, page: _Page) -> None:
+    async def _hello(self, page: Page) -> None:
         bot = self.config.bot
         hello: dict[str, Any] = {
             "type": "hello",
@@ -382,7 +286,7 @@ class WebAdapter:
             hello["notice"] = NO_HISTORY
         page.send(hello)
 
-    async def _leave(self, page: _Page, writer: asyncio.Task[None]) -> None:
+    async def _leave(self, page: Page, writer: asyncio.Task[None]) -> None:
         self._pages.discard(page)
         self._live[page.key] -= 1
         if self._live[page.key] <= 0:
@@ -409,7 +313,7 @@ class WebAdapter:
             return_exceptions=True,
         )
 
-    def _receive(self, page: _Page, data: str) -> None:
+    def _receive(self, page: Page, data: str) -> None:
         try:
             message = json.loads(data)
         except ValueError:
@@ -455,7 +359,7 @@ class WebAdapter:
         page.answers.add(task)
         task.add_done_callback(page.answers.discard)
 
-    async def _answer(self, page: _Page, event: Event, reply: WebReply) -> None:
+    async def _answer(self, page: Page, event: Event, reply: WebReply) -> None:
         page.replies.add(reply)
         try:
             outcome = await self.service.handle(event, reply)
@@ -475,7 +379,7 @@ class WebAdapter:
             done["reply"] = reply.message_id
         page.send(done)
 
-    def _rate(self, page: _Page, reply_id: object, rating: object) -> None:
+    def _rate(self, page: Page, reply_id: object, rating: object) -> None:
         chosen = RATINGS.get(rating) if isinstance(rating, str) else None
         if not isinstance(reply_id, str) or not reply_id.startswith("web-") or chosen is None:
             page.send({"type": "notice", "id": None, "text": NOT_UNDERSTOOD})

@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from bot.config import BotConfig, KnowledgeConfig, ModelConfig
-from bot.core.conversation import Answer, ConversationManager
+from bot.core.answer import Answer
+from bot.core.conversation import ConversationManager
 from bot.events import Event
 from bot.generation.base import Backend, ChatMessage, GenerationParams
 from bot.knowledge.base import Knowledge, KnowledgeBase

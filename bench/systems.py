@@ -178,9 +178,9 @@ async def parley_backend(system: str, device: str, conversations: list[Any]) -> 
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    from bot.generation.engine import _end_of_turn_ids
+    from bot.generation.sampling import end_of_turn_ids
 
-    return sorted(_end_of_turn_ids(model, tokenizer))
+    return sorted(end_of_turn_ids(model, tokenizer))
 
 
 class _FirstToken:

@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from bot.config import ModelConfig
     from bot.generation.models import _converted_gguf, bundled_gguf
-    from bot.training.train import TrainSettings, train
+    from bot.training.card import TrainSettings
+    from bot.training.train import train
 
     model_dir = _converted_gguf(bundled_gguf(), MODEL_CACHE)
     with tempfile.TemporaryDirectory(prefix="parley-bench-training-") as scratch:

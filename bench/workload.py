@@ -136,7 +136,7 @@ def build_conversations(count: int, seed: int = 5) -> list[list[dict[str, str]]]
         turns: list[Turn] = []
         for user, assistant in rng.sample(EARLIER, k=i % 5):
             turns += [Turn("user", user, now), Turn("assistant", assistant, now)]
-        prompt = manager.build_prompt(turns, QUESTIONS[i % len(QUESTIONS)])
+        prompt = manager.answerer.build_prompt(turns, QUESTIONS[i % len(QUESTIONS)])
         conversations.append([{"role": m.role, "content": m.content} for m in prompt.messages])
     return conversations
 

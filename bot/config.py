@@ -3,6 +3,8 @@
 The defaults written here are the single source of truth; ``config/default.toml`` documents
 every key with the same default (a test keeps the two in step). A user file overrides them.
 Secrets never live in files: a section names the environment variable that holds each one.
+The platforms' tables (``[discord]``, ``[slack]``, ``[web]``) and the shapes of their ids are
+their adapters' (``adapters/settings.py``), handed to ``load_config`` by the app layer.
 """
 
 from __future__ import annotations
@@ -13,34 +15,30 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from bot.errors import ConfigError
 
 __all__ = [
     "BotConfig",
     "Config",
-    "DiscordConfig",
     "HandoffConfig",
     "KnowledgeConfig",
     "LimitsConfig",
     "LogConfig",
     "ModelConfig",
     "OpsConfig",
+    "Platform",
     "PolicyConfig",
     "PolicyOverride",
     "PolicySettings",
     "RemoteConfig",
-    "SlackConfig",
     "StoreConfig",
-    "WebConfig",
     "load_config",
 ]
-
-Switch = bool | Literal["auto"]
 
 
 @dataclass(frozen=True)
@@ -240,52 +238,18 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
-class WebConfig:
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = 8080
-    messages_per_minute: float = 10.0
-    burst: int = 5
-    max_connections: int = 1000
-    embed_origins: list[str] = field(default_factory=lambda: ["*"])
-    handoff_message: str = (
-        "I've passed our conversation to the {company} support team, who can read it in full"
-        " and will get back to you. I'll stay quiet here until then."
-    )
+class Platform:
+    """A platform an adapter brings: the dataclass of its ``[name]`` table (None: it has no
+    settings) and the shape of each kind of id the policy may name (None: any non-empty id)."""
+
+    ID_KINDS: ClassVar[tuple[str, ...]] = ("user", "channel", "workspace", "role")
+
+    name: str
+    section: type | None = None
+    ids: Mapping[str, re.Pattern[str]] | None = None
 
 
-@dataclass(frozen=True)
-class DiscordConfig:
-    enabled: Switch = "auto"
-    token_env: str = "DISCORD_TOKEN"
-    api_base: str = "https://discord.com/api/v10"
-    gateway_url: str = ""
-    edit_interval: float = 1.0
-    shards: int = 0
-    shard_ids: list[int] = field(default_factory=list)
-    command_guilds: list[str] = field(default_factory=list)
-    allow_guilds: list[str] = field(default_factory=list)
-    allow_channels: list[str] = field(default_factory=list)
-    allow_roles: list[str] = field(default_factory=list)
-    deny_users: list[str] = field(default_factory=list)
-    allow_bots: list[str] = field(default_factory=list)
-    guild_ready_timeout: float = 2.0
-    catch_up_minutes: float = 60.0
-    catch_up_messages: int = 50
-
-
-@dataclass(frozen=True)
-class SlackConfig:
-    enabled: Switch = "auto"
-    mode: Literal["socket", "http"] = "socket"
-    bot_token_env: str = "SLACK_BOT_TOKEN"
-    app_token_env: str = "SLACK_APP_TOKEN"
-    signing_secret_env: str = "SLACK_SIGNING_SECRET"
-    api_base: str = "https://slack.com/api/"
-    http_host: str = "127.0.0.1"
-    http_port: int = 3000
-    edit_interval: float = 1.0
-    continue_threads: bool = True
+S = typing.TypeVar("S")
 
 
 @dataclass(frozen=True)
@@ -300,9 +264,10 @@ class Config:
     handoff: HandoffConfig = field(default_factory=HandoffConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
-    web: WebConfig = field(default_factory=WebConfig)
-    discord: DiscordConfig = field(default_factory=DiscordConfig)
-    slack: SlackConfig = field(default_factory=SlackConfig)
+    #: Each platform's table, built from its ``Platform.section``, by platform name.
+    sections: Mapping[str, Any] = field(default_factory=dict)
+    #: The platforms this config was checked against, to read it again the same way.
+    platforms: tuple[Platform, ...] = field(default=(), compare=False, repr=False)
     source: str = field(default="(defaults)", compare=False)
 
     @property
@@ -310,20 +275,30 @@ class Config:
         """The user file this came from; None for the built-in defaults."""
         return None if self.source == "(defaults)" else self.source
 
+    def section(self, cls: type[S]) -> S:
+        """The table of the platform whose section is ``cls`` (its defaults when absent)."""
+        found = self.sections.get(typing.cast(Any, cls).NAME)
+        return found if isinstance(found, cls) else cls()
+
     def secret(self, env_name: str) -> str | None:
         """The value of a secret's environment variable, or None when unset or empty."""
         return os.environ.get(env_name) or None
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """Load the defaults, overridden by ``path`` (or ``$PARLEY_CONFIG``), and validate them.
+def load_config(
+    path: str | os.PathLike[str] | None = None, platforms: Iterable[Platform] = ()
+) -> Config:
+    """Load the defaults, overridden by ``path`` (or ``$PARLEY_CONFIG``), and validate them,
+    with a table for each of ``platforms`` that has settings.
 
     Raises ConfigError with one line naming the file and the key.
     """
+    platforms = tuple(platforms)
+    defaults = {p.name: p.section() for p in platforms if p.section is not None}
     if path is None:
         path = os.environ.get("PARLEY_CONFIG") or None
     if path is None:
-        return Config()
+        return Config(sections=defaults, platforms=platforms)
     source = str(path)
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -333,18 +308,29 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: cannot read: {exc}") from None
+    tables = {p.name: p.section for p in platforms if p.section is not None}
+    sections = dict(defaults)
+    for name in [key for key in data if key in tables]:
+        value = data.pop(name)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{name}' must be a table ([{name}])")
+        sections[name] = _build(tables[name], value, source, f"{name}.")
     config = _build(Config, data, source, prefix="")
-    validate_policy(config.policy, source)
+    validate_policy(config.policy, source, platforms)
     if config.model.repetition_penalty <= 0:
         raise ConfigError(f"{source}: 'model.repetition_penalty' must be above 0 (1 turns it off)")
     if config.knowledge.answer_sentences < 1:
         raise ConfigError(f"{source}: 'knowledge.answer_sentences' must be at least 1")
-    return dataclasses.replace(config, source=source)
+    return dataclasses.replace(config, sections=sections, platforms=platforms, source=source)
+
+
+# Config's fields that no file sets: the platforms' tables are built from their own classes.
+_NOT_KEYS = {"source", "sections", "platforms"}
 
 
 def _build(cls: type, data: Mapping[str, Any], source: str, prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    names = {f.name for f in dataclasses.fields(cls) if f.name not in _NOT_KEYS}
     values: dict[str, Any] = {}
     for key, value in data.items():
         dotted = f"{prefix}{key}"
@@ -408,16 +394,6 @@ def _describe(hint: Any) -> str:
     )
 
 
-_ID_SHAPES = {
-    # Discord snowflakes; Slack users (U/W), channels (C/G/D), teams (T), user groups (S).
-    "discord": {"any": re.compile(r"\d{15,21}")},
-    "slack": {
-        "user": re.compile(r"[UW][A-Z0-9]{2,}"),
-        "channel": re.compile(r"[CGD][A-Z0-9]{2,}"),
-        "workspace": re.compile(r"[TE][A-Z0-9]{2,}"),
-        "role": re.compile(r"S[A-Z0-9]{2,}"),
-    },
-}
 _ID_KINDS = {
     "allow_users": "user",
     "deny_users": "user",
@@ -428,25 +404,28 @@ _ID_KINDS = {
 }
 
 
-def validate_policy(config: PolicyConfig, source: str) -> None:
-    """Refuse ids of the wrong shape and channels both allowed and denied, naming the entry."""
+def validate_policy(config: PolicyConfig, source: str, platforms: Iterable[Platform] = ()) -> None:
+    """Refuse ids of the wrong shape for their platform (or, where the entry names none, for
+    every platform), and channels both allowed and denied, naming the entry."""
+    known = {p.name: p for p in platforms}
     entries: list[tuple[str, str, PolicySettings | PolicyConfig]] = [("policy", "", config)]
     for index, override in enumerate(config.overrides):
         label = f"policy.overrides[{index}]" + (f" ({override.name})" if override.name else "")
-        if override.platform and override.platform not in ("discord", "slack", "web", "console"):
+        if override.platform and override.platform not in known:
             raise ConfigError(f"{source}: {label}: unknown platform {override.platform!r}")
         entries.append((label, override.platform, override))
         for key, kind in (("channel", "channel"), ("workspace", "workspace")):
             value = getattr(override, key)
-            if value and not _id_ok(override.platform, kind, value):
+            if value and not _id_ok(known, override.platform, kind, value):
                 raise ConfigError(
                     f"{source}: {label}: {key} {value!r} is not a {override.platform} {kind} id"
                 )
     for label, platform, entry in entries:
         for key, kind in _ID_KINDS.items():
             for value in getattr(entry, key) or []:
-                if not _id_ok(platform, kind, value):
-                    shape = f"{platform} {kind}" if platform else f"Discord or Slack {kind}"
+                if not _id_ok(known, platform, kind, value):
+                    shaped = [name for name, p in known.items() if p.ids is not None]
+                    shape = f"{platform} {kind}" if platform else f"{' or '.join(shaped)} {kind}"
                     raise ConfigError(f"{source}: {label}: {key} has {value!r}, not a {shape} id")
         both = set(entry.allow_channels or []) & set(entry.deny_channels or [])
         if both:
@@ -455,13 +434,9 @@ def validate_policy(config: PolicyConfig, source: str) -> None:
             )
 
 
-def _id_ok(platform: str, kind: str, value: str) -> bool:
-    if platform in ("web", "console"):
-        return bool(value)
-    discord = _ID_SHAPES["discord"]["any"].fullmatch(value) is not None
-    slack = _ID_SHAPES["slack"][kind].fullmatch(value) is not None
-    if platform == "discord":
-        return discord
-    if platform == "slack":
-        return slack
-    return discord or slack
+def _id_ok(known: Mapping[str, Platform], platform: str, kind: str, value: str) -> bool:
+    """Whether ``value`` is a ``kind`` id of ``platform`` ("": of any platform with shapes)."""
+    chosen = [known[platform]] if platform else [p for p in known.values() if p.ids is not None]
+    if not value:
+        return False
+    return not chosen or any(p.ids is None or p.ids[kind].fullmatch(value) for p in chosen)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from adapters.settings import PLATFORMS, DiscordConfig
+from bot.app.wiring import load
 from bot.config import Config, load_config
 from bot.errors import ConfigError
 
@@ -17,20 +19,23 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TOML = ROOT / "config" / "default.toml"
 
 
-def _as_dict(obj: object) -> dict[str, object]:
-    data = dataclasses.asdict(obj)  # type: ignore[call-overload]
-    data.pop("source", None)
-    return data
+def _as_dict(config: Config) -> dict[str, object]:
+    """``config`` as the TOML that would set it: the platforms' tables beside the core's."""
+    data = dataclasses.asdict(config)
+    for name in ("source", "platforms", "sections"):
+        data.pop(name)
+    return data | {name: dataclasses.asdict(table) for name, table in config.sections.items()}
 
 
 def test_default_toml_documents_every_key_with_its_default() -> None:
     documented = tomllib.loads(DEFAULT_TOML.read_text())
-    assert documented == _as_dict(Config())
+    assert documented == _as_dict(load())
+    assert set(load().sections) == {p.name for p in PLATFORMS if p.section is not None}
 
 
 def test_default_toml_loads_as_a_user_file() -> None:
-    config = load_config(DEFAULT_TOML)
-    assert _as_dict(config) == _as_dict(Config())
+    config = load(DEFAULT_TOML)
+    assert _as_dict(config) == _as_dict(load())
     assert config.source == str(DEFAULT_TOML)
 
 
@@ -62,6 +67,9 @@ def test_parley_config_environment_variable(
         ('[model]\ndevice = "gpu"\n', "'model.device' must be 'auto' or 'cpu' or 'cuda'"),
         ("[bot]\nname = true\n", "'bot.name' must be a string"),
         ("model = 3\n", "'model' must be a table"),
+        ('[discord]\ntokn_env = "X"\n', "unknown key 'discord.tokn_env'"),
+        ('[slack]\nmode = "rtm"\n', "'slack.mode' must be 'socket' or 'http'"),
+        ("web = 3\n", "'web' must be a table"),
         ("[model\n", "not valid TOML"),
     ],
 )
@@ -69,11 +77,20 @@ def test_bad_config_names_the_key_and_the_file(tmp_path: Path, text: str, expect
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(ConfigError) as caught:
-        load_config(path)
+        load(path)
     message = str(caught.value)
     assert expected in message
     assert message.startswith(str(path))
     assert "\n" not in message
+
+
+def test_the_core_alone_knows_no_platform_table(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text("[discord]\nenabled = false\n")
+    with pytest.raises(ConfigError, match="unknown key 'discord'"):
+        load_config(path)
+    assert not load(path).section(DiscordConfig).enabled
+    assert Config().section(DiscordConfig) == DiscordConfig()
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:

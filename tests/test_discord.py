@@ -16,16 +16,12 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from adapters.discord import NOT_HERE, DiscordAdapter, create, enabled, readable
+from adapters.discord import NOT_HERE, DiscordAdapter, create, enabled
+from adapters.discord_event import readable
 from adapters.discord_split import split_message
-from bot.config import (
-    Config,
-    DiscordConfig,
-    HandoffConfig,
-    OpsConfig,
-    PolicyConfig,
-    load_config,
-)
+from adapters.settings import DiscordConfig
+from bot.app.wiring import load
+from bot.config import Config, HandoffConfig, OpsConfig, PolicyConfig
 from bot.core.service import Outcome, Service
 from bot.core.wording import RESET_DONE
 from bot.errors import ConfigError, PlatformError
@@ -74,7 +70,7 @@ def config_for(fake: FakeDiscord, tmp_path: Path, **discord: Any) -> Config:
     )
     return dataclasses.replace(
         base,
-        discord=dataclasses.replace(section, **discord),
+        sections={"discord": dataclasses.replace(section, **discord)},
         ops=OpsConfig(enabled=False, shutdown_grace=2.0),
     )
 
@@ -466,20 +462,20 @@ async def test_the_tiny_model_answers_a_mention(
 def test_enabled_needs_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not enabled(Config())
     with pytest.raises(ConfigError, match="DISCORD_TOKEN"):
-        enabled(Config(discord=DiscordConfig(enabled=True)))
+        enabled(Config(sections={"discord": DiscordConfig(enabled=True)}))
     monkeypatch.setenv("DISCORD_TOKEN", "x")
     assert enabled(Config())
-    assert not enabled(Config(discord=DiscordConfig(enabled=False)))
+    assert not enabled(Config(sections={"discord": DiscordConfig(enabled=False)}))
 
 
 def test_a_catch_up_longer_than_a_day_is_refused_in_one_line(tmp_path: Path) -> None:
     path = tmp_path / "parley.toml"
     path.write_text("[discord]\nenabled = false\ncatch_up_minutes = 2000\n", encoding="utf-8")
     with pytest.raises(ConfigError) as refused:
-        enabled(load_config(path))
+        enabled(load(path))
     assert str(refused.value) == f"{path}: 'discord.catch_up_minutes' must be between 0 and 1440"
     path.write_text("[discord]\ncatch_up_minutes = 0\n", encoding="utf-8")
-    assert not enabled(load_config(path))
+    assert not enabled(load(path))
 
 
 def test_mentions_become_readable_names() -> None:

@@ -12,8 +12,9 @@ import pytest
 
 from bot.config import Config
 from bot.generation.base import ChatMessage, GenerationParams
-from bot.generation.engine import Engine, Request, greedy_tokens
+from bot.generation.engine import Engine, Request
 from bot.generation.local import LocalBackend
+from bot.generation.sampling import greedy_tokens
 from tests.conftest import make_config
 from tests.reference import greedy_reference
 

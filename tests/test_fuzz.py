@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.discord import readable
+from adapters.discord_event import readable
 from adapters.memory import MemoryAdapter
 from bot.config import Config, KnowledgeConfig, LimitsConfig, StoreConfig
 from bot.core.service import Service

@@ -131,7 +131,7 @@ async def test_trimming_fits_the_window_and_keeps_the_newest_turns(
         )
         for i in range(60)
     ]
-    prompt = manager.build_prompt(history, "the current question")
+    prompt = manager.answerer.build_prompt(history, "the current question")
     budget = backend.context_window - tiny_config.model.max_new_tokens
     assert backend.count_tokens(prompt.messages) <= budget
     assert prompt.messages[0].role == "system"
@@ -151,7 +151,7 @@ async def test_a_message_longer_than_the_window_is_cut_with_a_note(
     manager = ConversationManager(
         SQLiteStore(tmp_path / "x.db"), backend, tiny_config.bot, tiny_config.model
     )
-    prompt = manager.build_prompt([], "please help " * 2000)
+    prompt = manager.answerer.build_prompt([], "please help " * 2000)
     assert prompt.cut
     budget = backend.context_window - tiny_config.model.max_new_tokens
     assert backend.count_tokens(prompt.messages) <= budget

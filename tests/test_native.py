@@ -14,8 +14,8 @@ import torch
 
 from bot.generation import native
 from bot.generation.base import GenerationParams
-from bot.generation.engine import Engine, Request, _additive
-from bot.generation.packing import Packing, attend
+from bot.generation.engine import Engine, Request
+from bot.generation.packing import Packing, additive_mask, attend
 
 _FLAGS = set(
     next(
@@ -102,7 +102,7 @@ def test_each_row_reads_exactly_its_own_positions(
         len(lengths),
         counts - 1,
         kv_len,
-        _additive(allowed[:, None, None, :], dtype),
+        additive_mask(allowed[:, None, None, :], dtype),
         lengths=counts,
     )
     layer = type("Layer", (), {"num_key_value_groups": heads // kv_heads, "is_causal": True})

@@ -8,8 +8,7 @@ import pytest
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from bot.generation.engine import _additive
-from bot.generation.packing import Chunk, Packing, attend
+from bot.generation.packing import Chunk, Packing, additive_mask, attend
 
 HEADS, KV_HEADS, HEAD_DIM = 6, 2, 16
 # What transformers' attention functions read from the attention layer.
@@ -36,13 +35,13 @@ def test_each_token_attends_to_its_own_row_and_positions(dtype: torch.dtype) -> 
         torch.arange(start + count)[None, :] <= torch.arange(start, start + count)[:, None]
     )
     chunk = Chunk(
-        chunk_row, start, count, len(lengths), _additive(chunk_allowed[None, None], dtype)
+        chunk_row, start, count, len(lengths), additive_mask(chunk_allowed[None, None], dtype)
     )
     packing = Packing(
         len(lengths),
         positions,
         kv_len,
-        _additive(decode_allowed[:, None, None, :], dtype),
+        additive_mask(decode_allowed[:, None, None, :], dtype),
         (chunk,),
     )
     packed, _ = attend(LAYER, query, key, value, None, parley_packing=packing, scaling=SCALING)

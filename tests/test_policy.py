@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from adapters.memory import MemoryAdapter
+from bot.app.wiring import load
 from bot.config import (
     Config,
     LimitsConfig,
     PolicyConfig,
     PolicyOverride,
     StoreConfig,
-    load_config,
 )
 from bot.core.policy import Policy, Verdict, looks_like_question
 from bot.core.service import Outcome, Service
@@ -214,7 +214,7 @@ def test_question_detection() -> None:
         ),
         (
             '[policy]\nallow_users = ["alice"]\n',
-            "policy: allow_users has 'alice', not a Discord or Slack user id",
+            "policy: allow_users has 'alice', not a discord or slack user id",
         ),
         ('[[policy.overrides]]\nplatform = "teams"\n', "unknown platform 'teams'"),
         ('[[policy.overrides]]\ncolour = "red"\n', "unknown key 'policy.overrides[0].colour'"),
@@ -225,7 +225,7 @@ def test_validation_names_the_entry(tmp_path: Path, toml: str, expected: str) ->
     path = tmp_path / "policy.toml"
     path.write_text(toml)
     with pytest.raises(ConfigError) as caught:
-        load_config(path)
+        load(path)
     assert str(caught.value).startswith(str(path))
     assert expected in str(caught.value)
 
@@ -322,7 +322,7 @@ async def test_quota_notice_once_and_reset_at_midnight(tmp_path: Path) -> None:
 async def test_reload_keeps_the_old_policy_when_the_file_is_bad(tmp_path: Path) -> None:
     path = tmp_path / "parley.toml"
     path.write_text('[policy]\ntrigger = "all"\n')
-    service = await _service(tmp_path, load_config(path).policy, config_file=path)
+    service = await _service(tmp_path, load(path).policy, config_file=path)
     assert service.policy.config.trigger == "all"
     path.write_text('[policy]\ntrigger = "question"\n')
     assert service.reload_policy() is None

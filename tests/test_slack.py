@@ -21,10 +21,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.slack import SlackAdapter, create, enabled, to_event
+from adapters.settings import SlackConfig
+from adapters.slack import SlackAdapter, create, enabled
+from adapters.slack_event import to_event
 from adapters.slack_format import escape, readable, to_mrkdwn
 from adapters.slack_reply import PLACEHOLDER, STREAM_LIMIT, UPDATE_LIMIT
-from bot.config import Config, HandoffConfig, OpsConfig, SlackConfig
+from bot.config import Config, HandoffConfig, OpsConfig
 from bot.core.service import Outcome, Service
 from bot.core.wording import RESET_DONE
 from bot.errors import ConfigError, PlatformError
@@ -66,7 +68,7 @@ def config_for(fake: FakeSlack, tmp_path: Path, **slack: Any) -> Config:
     section = SlackConfig(enabled=True, api_base=fake.api_base, http_port=0, edit_interval=0.05)
     return dataclasses.replace(
         base,
-        slack=dataclasses.replace(section, **slack),
+        sections={"slack": dataclasses.replace(section, **slack)},
         ops=OpsConfig(enabled=False, shutdown_grace=2.0),
         handoff=HandoffConfig(staff_roles=[STAFF_GROUP]),
     )
@@ -452,17 +454,19 @@ async def test_handing_off_mentions_the_support_group(fake: FakeSlack, tmp_path:
 
 
 def test_enabled_needs_the_modes_secret(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    config = dataclasses.replace(make_config(Path("scripted"), tmp_path), slack=SlackConfig())
+    config = dataclasses.replace(
+        make_config(Path("scripted"), tmp_path), sections={"slack": SlackConfig()}
+    )
     assert not enabled(config)
     monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
     with pytest.raises(ConfigError, match=r"\$SLACK_APP_TOKEN.*slack.mode = \"http\""):
         enabled(config)
     monkeypatch.setenv("SLACK_APP_TOKEN", APP_TOKEN)
     assert enabled(config)
-    http = dataclasses.replace(config, slack=SlackConfig(mode="http"))
+    http = dataclasses.replace(config, sections={"slack": SlackConfig(mode="http")})
     with pytest.raises(ConfigError, match=r"\$SLACK_SIGNING_SECRET"):
         enabled(http)
-    off = dataclasses.replace(config, slack=SlackConfig(enabled=False))
+    off = dataclasses.replace(config, sections={"slack": SlackConfig(enabled=False)})
     assert not enabled(off)
 
 

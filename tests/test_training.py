@@ -53,7 +53,7 @@ def write_data(path: Path, conversations: list[list[tuple[str, str]]] = CONVERSA
 
 
 def settings(tmp_path: Path, model: Path, **changes: Any) -> Any:
-    from bot.training.train import TrainSettings
+    from bot.training.card import TrainSettings
 
     data = write_data(tmp_path / "data.jsonl")
     values: dict[str, Any] = {

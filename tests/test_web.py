@@ -19,10 +19,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from adapters.settings import WebConfig
 from adapters.web import WebAdapter
 from bot.app.commands.serve import _run
 from bot.app.wiring import build_service
-from bot.config import BotConfig, Config, KnowledgeConfig, LimitsConfig, StoreConfig, WebConfig
+from bot.config import BotConfig, Config, KnowledgeConfig, LimitsConfig, StoreConfig
 from bot.core.service import Service
 from bot.events import ConversationKey
 from bot.generation.base import ChatMessage
@@ -42,7 +43,7 @@ def web_config(tmp_path: Path, **web: Any) -> Config:
             user_per_minute=0, channel_per_minute=0, bot_messages_per_channel_minute=0
         ),
         knowledge=KnowledgeConfig(enabled=False),
-        web=WebConfig(port=0, **web),
+        sections={"web": WebConfig(port=0, **web)},
     )
 
 
@@ -394,7 +395,7 @@ async def test_the_tiny_model_streams_an_answer(
 ) -> None:
     # Sampled: the random model's greedy output is blank lines, which cleaning removes.
     config = make_config(tiny_model_dir, tmp_path, temperature=1.0, max_new_tokens=24)
-    config = dataclasses.replace(config, web=WebConfig(port=0))
+    config = dataclasses.replace(config, sections={"web": WebConfig(port=0)})
     async with build_service(config) as service, chat_server(config, service=service) as chat:
         browser = browsers(chat.url)
         await browser.load()
@@ -408,7 +409,7 @@ async def test_the_tiny_model_streams_an_answer(
 async def test_run_without_web_or_platforms_says_what_to_set(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = dataclasses.replace(web_config(tmp_path), web=WebConfig(enabled=False))
+    config = dataclasses.replace(web_config(tmp_path), sections={"web": WebConfig(enabled=False)})
     assert await _run(config) == 2
     assert "web.enabled is false" in capsys.readouterr().err
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from bot.app.commands import doctor, evaluate, kb, policy, report, serve, training
 from bot.app.logs import setup_logging
-from bot.config import load_config
+from bot.app.wiring import load
 from bot.errors import ConfigError, ParleyError
 
 __all__ = ["COMMANDS", "main"]
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        config = load_config(getattr(args, "eval_config", None) or args.config)
+        config = load(getattr(args, "eval_config", None) or args.config)
     except ConfigError as exc:
         print(f"parley: {exc}", file=sys.stderr)
         return 2

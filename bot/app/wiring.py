@@ -1,13 +1,23 @@
-"""Wiring: the service a config describes, with its backend, store and knowledge base."""
+"""Wiring: the config with every platform's table, and the service it describes, with its
+backend, store and knowledge base."""
 
 from __future__ import annotations
 
-from bot.config import Config
+import os
+
+from adapters.settings import PLATFORMS
+from bot.config import Config, load_config
 from bot.core.service import Service
 from bot.generation import build_backend
 from bot.storage import build_store
 
-__all__ = ["build_service"]
+__all__ = ["build_service", "load"]
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """The config at ``path`` (or ``$PARLEY_CONFIG``, or the defaults) with the adapters'
+    tables; raises ConfigError naming the file and the key."""
+    return load_config(path, PLATFORMS)
 
 
 def build_service(config: Config) -> Service:

@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from bot.config import Config, load_config
-from bot.core.conversation import Answer, ConversationManager
+from bot.core.answer import Answer
+from bot.core.conversation import ConversationManager
 from bot.core.gate import (
     Addressed,
     BotLoop,
@@ -286,7 +287,9 @@ class Service:
     def reload_policy(self, path: str | None = None) -> str | None:
         """Re-read the policy from the config file; on an error keep the old one and say why."""
         try:
-            config = load_config(path if path is not None else self.config.source_path)
+            config = load_config(
+                path if path is not None else self.config.source_path, self.config.platforms
+            )
         except ConfigError as exc:
             log.error("policy not reloaded, the old one stays: %s", exc)
             return str(exc)

@@ -33,10 +33,11 @@ from typing import Any
 from bot.generation.base import GenerationParams
 from bot.generation.detok import IncrementalDecoder
 from bot.generation.kvcache import SlotCache
-from bot.generation.packing import Chunk, Packing, use_packed_attention
+from bot.generation.packing import Chunk, Packing, additive_mask, use_packed_attention
 from bot.generation.quantize import is_quantized
+from bot.generation.sampling import end_of_turn_ids, greedy_tokens, penalise, sample
 
-__all__ = ["Engine", "Request", "greedy_tokens", "sample"]
+__all__ = ["Engine", "Request"]
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,6 @@ class _Running:
 _STOP = object()
 # Shorter shared beginnings are not worth a copy.
 _MIN_REUSE = 16
-# Vocabulary sizes are multiples of 128 (49,152 here, 32,000, 128,256, 151,936).
-_PICK_BLOCK = 128
 
 
 class Engine:
@@ -117,7 +116,7 @@ class Engine:
             from bot.generation.native import has_decode_attention
 
             self.native_attention = has_decode_attention(self.cache.dtype)
-        self.eos_ids = _end_of_turn_ids(model, tokenizer)
+        self.eos_ids = end_of_turn_ids(model, tokenizer)
         #: Rounds run, tokens generated, and prompt tokens copied from another row rather than
         #: computed, since start (for metrics and the bench).
         self.steps = 0
@@ -377,7 +376,7 @@ class Engine:
             positions += range(start, start + count)
             query = torch.arange(start, start + count, device=device)[:, None]
             allowed = torch.arange(start + count, device=device)[None, :] <= query
-            mask = _additive(allowed[None, None], self.cache.dtype)
+            mask = additive_mask(allowed[None, None], self.cache.dtype)
             chunks.append(Chunk(self._rows.index(running), start, count, len(ids) - count, mask))
         if not decoding:
             return ids, positions, Packing(chunks=tuple(chunks))
@@ -386,7 +385,7 @@ class Engine:
         mask = None
         if len(decoding) > 1:
             allowed = torch.arange(kv_len, device=device)[None, :] <= at[:, None]
-            mask = _additive(allowed[:, None, None, :], self.cache.dtype)
+            mask = additive_mask(allowed[:, None, None, :], self.cache.dtype)
         # else a lone row reads all of its kv_len positions: without a mask SDPA reads each
         # key/value head once for its query heads instead of copying it per head, as in
         # generate()'s own decode steps.
@@ -444,85 +443,3 @@ def _shared(prompt: Sequence[int], other: Sequence[int], limit: int) -> int:
     while shared < limit and prompt[shared] == other[shared]:
         shared += 1
     return shared
-
-
-def _additive(allowed: Any, dtype: Any) -> Any:
-    """A boolean attention mask as 0 / -inf in the model's dtype: the CPU attention kernel
-    adds a float mask faster than it applies a boolean one (bf16, 32 rows: about 15%)."""
-    import torch
-
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(
-        ~allowed, float("-inf")
-    )
-
-
-def greedy_tokens(logits: Any) -> list[int]:
-    """Each row's ``argmax``, the same index (the first of equal maxima): the maximum of each
-    block of ``_PICK_BLOCK`` logits, then the first block that holds the row's maximum, then its
-    first position there. PyTorch's own ``argmax`` over a row does not vectorise on a CPU: 32
-    rows × 49,152 logits took 1.7 ms, this takes 0.25 (a 32-row decode step is ~70 ms in bf16
-    with AMX); on an AVX2-only CPU 1.23 against 0.31 ms."""
-    import torch
-
-    rows, vocab = logits.shape
-    if vocab % _PICK_BLOCK or not logits.is_contiguous():
-        tokens: list[int] = logits.argmax(dim=-1).tolist()
-        return tokens
-    blocks = logits.view(rows, vocab // _PICK_BLOCK, _PICK_BLOCK)
-    block = blocks.amax(dim=-1).argmax(dim=-1)
-    inner = blocks[torch.arange(rows, device=logits.device), block].argmax(dim=-1)
-    tokens = (block * _PICK_BLOCK + inner).tolist()
-    return tokens
-
-
-def penalise(logits: Any, rows: Sequence[tuple[Sequence[int], GenerationParams]]) -> None:
-    """Apply each row's ``repetition_penalty`` to the tokens of its reply so far, in place:
-    one indexing operation for the whole batch (it runs at every decode step)."""
-    import torch
-
-    where: list[int] = []
-    tokens: list[int] = []
-    penalties: list[float] = []
-    for row, (output_ids, params) in enumerate(rows):
-        if params.repetition_penalty != 1.0 and output_ids:
-            seen = set(output_ids)
-            where += [row] * len(seen)
-            tokens += seen
-            penalties += [params.repetition_penalty] * len(seen)
-    if not where:
-        return
-    index = (torch.tensor(where, device=logits.device), torch.tensor(tokens, device=logits.device))
-    scores = logits[index]
-    penalty = torch.tensor(penalties, device=logits.device, dtype=scores.dtype)
-    logits[index] = torch.where(scores > 0, scores / penalty, scores * penalty)
-
-
-def sample(logits: Any, params: GenerationParams, generator: Any) -> int:
-    """Greedy when temperature is 0, else temperature and nucleus (top-p) sampling."""
-    import torch
-
-    if params.temperature <= 0 or generator is None:
-        return int(torch.argmax(logits).item())
-    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
-    if params.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs > params.top_p
-        sorted_probs[outside] = 0.0
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=generator).item())
-
-
-def _end_of_turn_ids(model: Any, tokenizer: Any) -> frozenset[int]:
-    ids: set[int] = set()
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if isinstance(configured, int):
-        ids.add(configured)
-    elif configured:
-        ids.update(configured)
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    vocab = tokenizer.get_vocab()
-    for marker in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>"):
-        if marker in vocab:
-            ids.add(vocab[marker])
-    return frozenset(ids)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ATTENTION", "Chunk", "Packing", "use_packed_attention"]
+__all__ = ["ATTENTION", "Chunk", "Packing", "additive_mask", "use_packed_attention"]
 
 #: The name under which ``attend`` is registered with transformers.
 ATTENTION = "parley"
@@ -140,3 +140,13 @@ def use_packed_attention(model: Any) -> None:
             f"{type(model).__name__} does not take a pluggable attention function "
             "(transformers' AttentionInterface), which the local engine needs"
         )
+
+
+def additive_mask(allowed: Any, dtype: Any) -> Any:
+    """A boolean attention mask as 0 / -inf in the model's dtype: the CPU attention kernel
+    adds a float mask faster than it applies a boolean one (bf16, 32 rows: about 15%)."""
+    import torch
+
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(
+        ~allowed, float("-inf")
+    )

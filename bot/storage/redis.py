@@ -47,6 +47,7 @@ from redis.exceptions import RedisError, ResponseError
 from bot.errors import StoreError
 from bot.events import ConversationKey, Event
 from bot.storage.base import INBOX_KEEP, InboxState, Rating, Role, Status, Store, Turn, Waiting
+from bot.storage.redis_lua import SCRIPTS
 
 __all__ = ["RedisStore", "mask_url"]
 
@@ -58,88 +59,6 @@ T = TypeVar("T")
 _ASKED_SECONDS = 2 * 86400
 _LOCK_POLL_FIRST = 0.02
 _LOCK_POLL_MAX = 0.25
-
-# KEYS: conv, fence, lastq, reply, asked. ARGV: token ('' = not fenced), turn JSON, role,
-# content, reply record prefix ('' = no reply id), user, now, asked member, asked seconds.
-_APPEND = """
-if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then
-  return redis.error_reply('FENCED')
-end
-redis.call('RPUSH', KEYS[1], ARGV[2])
-if ARGV[3] == 'user' then
-  redis.call('SET', KEYS[3], ARGV[4])
-  if ARGV[6] ~= '' then
-    redis.call('ZADD', KEYS[5], ARGV[7], ARGV[8])
-    redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[7]) - tonumber(ARGV[9]))
-    redis.call('EXPIRE', KEYS[5], ARGV[9])
-  end
-elseif ARGV[3] == 'assistant' and ARGV[5] ~= '' then
-  local question = redis.call('GET', KEYS[3]) or ''
-  redis.call('SET', KEYS[4], ARGV[5] .. cjson.encode(question) .. ']')
-end
-return 1
-"""
-
-# KEYS: conv, start, fence. ARGV: token, marker JSON.
-_RESET = """
-if ARGV[1] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[1] then
-  return redis.error_reply('FENCED')
-end
-local length = redis.call('RPUSH', KEYS[1], ARGV[2])
-redis.call('SET', KEYS[2], length)
-return length
-"""
-
-# KEYS: lock, fence. ARGV: ttl ms. The new fencing token, or nil when someone holds the lock.
-_ACQUIRE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return false
-end
-local token = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
-return token
-"""
-
-# KEYS: lock. ARGV: token, ttl ms.
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-# KEYS: bucket, told. ARGV: tokens a second, burst. A token bucket on Redis's own clock (the
-# replicas' clocks may differ): {taken, seconds until a token, first refusal of the window}.
-_TAKE_TOKEN = """
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local held = redis.call('HMGET', KEYS[1], 'tokens', 'stamp')
-local tokens = tonumber(held[1]) or burst
-local stamp = tonumber(held[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - stamp) * rate)
-local taken, wait, first = 0, 0, 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  taken = 1
-  redis.call('DEL', KEYS[2])
-else
-  wait = (1 - tokens) / rate
-  if redis.call('SET', KEYS[2], '1', 'PX', math.max(1, math.ceil(wait * 1000)), 'NX') then
-    first = 1
-  end
-end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'stamp', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return {taken, tostring(wait), first}
-"""
 
 #: The fencing tokens of the conversation locks the current task holds, by store and key.
 _held: ContextVar[dict[tuple[int, str], str]] = ContextVar("parley_redis_fences", default={})  # noqa: B039
@@ -188,17 +107,7 @@ class RedisStore(Store):
             socket_timeout=10,
             health_check_interval=30,
         )
-        self._scripts = {
-            name: client.register_script(source)
-            for name, source in (
-                ("append", _APPEND),
-                ("reset", _RESET),
-                ("acquire", _ACQUIRE),
-                ("renew", _RENEW),
-                ("release", _RELEASE),
-                ("take_token", _TAKE_TOKEN),
-            )
-        }
+        self._scripts = {name: client.register_script(lua) for name, lua in SCRIPTS.items()}
         self._client = client
         try:
             await self._do(client.ping())

@@ -59,7 +59,8 @@ def run(config: Config, args: argparse.Namespace) -> int:
             count = export_training(config.store.path, args.min_rating, args.out, system)
             print(f"parley: {count} conversations written to {args.out}")
             return 0
-        from bot.training.train import TrainSettings, train
+        from bot.training.card import TrainSettings
+        from bot.training.train import train
 
         settings = TrainSettings(
             data=Path(args.data),

@@ -1,0 +1,99 @@
+"""The Redis store's Lua scripts: each one a step that must happen atomically on the server,
+whatever the other replicas do meanwhile (fenced writes, the conversation lock, token buckets).
+"""
+
+from __future__ import annotations
+
+__all__ = ["SCRIPTS"]
+
+# KEYS: conv, fence, lastq, reply, asked. ARGV: token ('' = not fenced), turn JSON, role,
+# content, reply record prefix ('' = no reply id), user, now, asked member, asked seconds.
+APPEND = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return redis.error_reply('FENCED')
+end
+redis.call('RPUSH', KEYS[1], ARGV[2])
+if ARGV[3] == 'user' then
+  redis.call('SET', KEYS[3], ARGV[4])
+  if ARGV[6] ~= '' then
+    redis.call('ZADD', KEYS[5], ARGV[7], ARGV[8])
+    redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[7]) - tonumber(ARGV[9]))
+    redis.call('EXPIRE', KEYS[5], ARGV[9])
+  end
+elseif ARGV[3] == 'assistant' and ARGV[5] ~= '' then
+  local question = redis.call('GET', KEYS[3]) or ''
+  redis.call('SET', KEYS[4], ARGV[5] .. cjson.encode(question) .. ']')
+end
+return 1
+"""
+
+# KEYS: conv, start, fence. ARGV: token, marker JSON.
+RESET = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[1] then
+  return redis.error_reply('FENCED')
+end
+local length = redis.call('RPUSH', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], length)
+return length
+"""
+
+# KEYS: lock, fence. ARGV: ttl ms. The new fencing token, or nil when someone holds the lock.
+ACQUIRE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return false
+end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
+return token
+"""
+
+# KEYS: lock. ARGV: token, ttl ms.
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS: bucket, told. ARGV: tokens a second, burst. A token bucket on Redis's own clock (the
+# replicas' clocks may differ): {taken, seconds until a token, first refusal of the window}.
+TAKE_TOKEN = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local held = redis.call('HMGET', KEYS[1], 'tokens', 'stamp')
+local tokens = tonumber(held[1]) or burst
+local stamp = tonumber(held[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - stamp) * rate)
+local taken, wait, first = 0, 0, 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  taken = 1
+  redis.call('DEL', KEYS[2])
+else
+  wait = (1 - tokens) / rate
+  if redis.call('SET', KEYS[2], '1', 'PX', math.max(1, math.ceil(wait * 1000)), 'NX') then
+    first = 1
+  end
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'stamp', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return {taken, tostring(wait), first}
+"""
+
+#: Each script by the name ``RedisStore`` calls it by.
+SCRIPTS = {
+    "append": APPEND,
+    "reset": RESET,
+    "acquire": ACQUIRE,
+    "renew": RENEW,
+    "release": RELEASE,
+    "take_token": TAKE_TOKEN,
+}
