@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from adapters.settings import PLATFORMS, DiscordConfig
+from bot.app.cli import _parser, main
 from bot.app.wiring import load
 from bot.config import Config, load_config
 from bot.errors import ConfigError
@@ -112,6 +114,35 @@ def test_cli_exits_2_with_one_line_on_a_config_typo(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert lines == [f"parley: {path}: unknown key 'bot.nmae'"]
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--config", "{path}", "chat"],
+        ["chat", "--config", "{path}"],
+        ["kb", "search", "--config", "{path}", "a question"],
+        ["policy", "reload", "--config", "{path}"],
+        ["eval", "--config", "{path}", "config/eval/sample.jsonl"],
+    ],
+)
+def test_config_is_taken_before_or_after_the_subcommand(tmp_path: Path, argv: list[str]) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text("[bot]\nnmae = 'x'\n")
+    # The typo shows the file was read, whichever the subcommand and wherever the option.
+    assert main([part.format(path=path) for part in argv]) == 2
+
+
+def test_every_subcommand_takes_config() -> None:
+    def walk(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        missing = [] if "--config" in parser._option_string_actions else [path]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    missing += walk(sub, f"{path} {name}")
+        return missing
+
+    assert walk(_parser(), "parley") == []
 
 
 def test_help_lists_the_commands() -> None:

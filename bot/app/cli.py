@@ -16,6 +16,10 @@ from bot.errors import ConfigError, ParleyError
 
 __all__ = ["COMMANDS", "main"]
 
+CONFIG_HELP = (
+    "TOML file overriding the defaults (config/default.toml lists them; or $PARLEY_CONFIG)"
+)
+
 #: In the order ``parley --help`` lists them.
 COMMANDS = (serve, training, policy, doctor, report, kb, evaluate)
 
@@ -25,16 +29,27 @@ def _parser() -> argparse.ArgumentParser:
         prog="parley",
         description="Parley: a customer-support chatbot for Discord, Slack and the web.",
     )
-    parser.add_argument(
-        "--config", help="TOML file overriding config/default.toml (or $PARLEY_CONFIG)"
-    )
+    parser.add_argument("--config", help=CONFIG_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS:
         before = set(commands.choices)
         module.add_parser(commands)
         for name in set(commands.choices) - before:
             commands.choices[name].set_defaults(run=module.run)
+    _config_anywhere(parser)
     return parser
+
+
+def _config_anywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept ``--config`` after any subcommand too (``parley run --config my.toml``), as
+    people type it. SUPPRESS keeps a subcommand's absent option from hiding the one given
+    before it. argparse has no public walk over its subparsers, hence its private fields."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                if "--config" not in sub._option_string_actions:
+                    sub.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
+                _config_anywhere(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        config = load(getattr(args, "eval_config", None) or args.config)
+        config = load(args.config)
     except ConfigError as exc:
         print(f"parley: {exc}", file=sys.stderr)
         return 2

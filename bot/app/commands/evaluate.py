@@ -36,12 +36,6 @@ def add_parser(commands: Any) -> None:
         " (default: knowledge.paths)",
     )
     parser.add_argument(
-        "--config",
-        dest="eval_config",
-        metavar="FILE",
-        help="TOML file overriding config/default.toml (as parley --config)",
-    )
-    parser.add_argument(
         "--mode",
         choices=["extractive", "grounded", "free"],
         help="answer this way instead of knowledge.answer_mode (compare them on your articles)",
