@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sysconfig
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: Where an installed package keeps ``config/`` (pyproject.toml's data-files).
+INSTALLED_ROOT = Path(sysconfig.get_path("data")) / "share" / "parley"
 DEFAULT_COLLECTION = "default"
 #: A question that continues the one before ("and for the family plan?"), read with it.
 _CONTINUES = re.compile(r"^\s*(?:and|also|but|what about|how about)\b")
@@ -65,12 +68,15 @@ class IngestReport:
 
 def resolve(path: str) -> Path:
     """A configured path: as given (relative to the working folder), else relative to the
-    project, so the embedded default finds the sample knowledge base from anywhere."""
+    checkout or the installed package, so the embedded default finds the sample knowledge
+    base from anywhere."""
     given = Path(path).expanduser()
     if given.is_absolute() or given.exists():
         return given.resolve()
-    beside = PROJECT_ROOT / given
-    return beside.resolve() if beside.exists() else given.resolve()
+    for root in (PROJECT_ROOT, INSTALLED_ROOT):
+        if (root / given).exists():
+            return (root / given).resolve()
+    return given.resolve()
 
 
 def _shown(path: Path) -> str:
@@ -78,10 +84,10 @@ def _shown(path: Path) -> str:
     try:
         return path.relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:
-        try:
-            return path.relative_to(PROJECT_ROOT).as_posix()
-        except ValueError:
-            return str(path)
+        for root in (PROJECT_ROOT, INSTALLED_ROOT):
+            if path.is_relative_to(root):
+                return path.relative_to(root).as_posix()
+        return str(path)
 
 
 class Knowledge:
