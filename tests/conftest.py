@@ -63,6 +63,15 @@ async def redis_url(redis_server: RedisServer) -> AsyncIterator[str]:
     yield redis_server.url
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def store_config(request: pytest.FixtureRequest, tmp_path: Path) -> StoreConfig:
+    """Each store the service can keep its data in: SQLite, and Redis (the tests' own)."""
+    path = str(tmp_path / "parley.db")
+    if request.param == "sqlite":
+        return StoreConfig(path=path)
+    return StoreConfig(path=path, url=request.getfixturevalue("redis_url"))
+
+
 @pytest.fixture(scope="session")
 def bundled_dir() -> Path:
     """The bundled SmolLM2 model as a converted safetensors folder (converted once)."""

@@ -26,7 +26,7 @@ LAYERS: dict[str, set[str] | None] = {
     "bot.evaluation": {"bot.core", "bot.generation", "bot.knowledge", "bot.storage"},
     "adapters": {"bot.core"},
     "bot.core": {"bot.generation", "bot.knowledge", "bot.storage"},
-    "bot.training": {"bot.generation"},
+    "bot.training": {"bot.generation", "bot.storage"},
     "bot.generation": set(),
     "bot.knowledge": set(),
     "bot.storage": set(),

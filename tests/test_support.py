@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import subprocess
 import sys
@@ -13,22 +14,24 @@ from bot.config import Config, HandoffConfig, LimitsConfig, StoreConfig
 from bot.core.service import Outcome, Service
 from bot.core.wording import HANDOFF, RESUMED
 from bot.events import ConversationKey
-from bot.storage.sqlite import SQLiteStore
+from bot.storage import build_store
 from tests.scripted import ScriptedBackend
 
 KEY = ConversationKey("memory", "", "c1")
 
 
-async def _service(tmp_path: Path, **handoff: object) -> tuple[Service, ScriptedBackend]:
+async def _service(
+    tmp_path: Path, store: StoreConfig | None = None, **handoff: object
+) -> tuple[Service, ScriptedBackend]:
     config = Config(
-        store=StoreConfig(path=str(tmp_path / "parley.db")),
+        store=store or StoreConfig(path=str(tmp_path / "parley.db")),
         limits=LimitsConfig(
             user_per_minute=0, channel_per_minute=0, bot_messages_per_channel_minute=0
         ),
         handoff=dataclasses.replace(HandoffConfig(staff_roles=["support"]), **handoff),  # type: ignore[arg-type]
     )
     backend = ScriptedBackend("Here is how.")
-    service = Service(config, backend, SQLiteStore(config.store.path))
+    service = Service(config, backend, build_store(config))
     await service.start()
     return service, backend
 
@@ -71,8 +74,10 @@ async def test_ordinary_words_do_not_hand_off(tmp_path: Path) -> None:
     await service.close()
 
 
-async def test_ratings_are_stored_with_question_and_answer_and_reported(tmp_path: Path) -> None:
-    service, _ = await _service(tmp_path)
+async def test_ratings_are_stored_with_question_and_answer_and_reported(
+    tmp_path: Path, store_config: StoreConfig
+) -> None:
+    service, _ = await _service(tmp_path, store_config)
     chat = MemoryAdapter(service)
     first = chat.send("How do I get a refund?")
     await first.wait()
@@ -89,13 +94,36 @@ async def test_ratings_are_stored_with_question_and_answer_and_reported(tmp_path
     await chat.send("talk to a person").wait()
     await service.close()
 
-    report = build_report(tmp_path / "parley.db", days=1)
-    assert (report.conversations, report.questions, report.answers) == (1, 3, 2)
-    assert (report.thumbs_up, report.thumbs_down, report.handoffs) == (1, 2, 1)
-    assert report.gaps == [Gap("where is my parcel?", 2)]
+    store = build_store(Config(store=store_config))
+    await store.open()
+    try:
+        report = await build_report(store, days=1)
+        assert (report.conversations, report.questions, report.answers) == (1, 3, 2)
+        assert (report.thumbs_up, report.thumbs_down, report.handoffs) == (1, 2, 1)
+        assert report.gaps == [Gap("where is my parcel?", 2)]
+        # A day later, none of it is in the last day.
+        later = await build_report(store, days=0)
+        assert (later.questions, later.thumbs_down, later.handoffs, later.gaps) == (0, 0, 0, [])
+    finally:
+        await store.close()
     text = format_report(report)
     assert "👍 / 👎              1 / 2  (33% positive)" in text
     assert "where is my parcel?" in text
+
+    # `parley report`, as a user runs it, reads the same store (Redis too, not a file).
+    config = tmp_path / "parley.toml"
+    url = f'url = "{store_config.url}"\n' if store_config.url else ""
+    config.write_text(f'[store]\npath = "{store_config.path}"\n{url}')
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "bot", "--config", str(config), "report", "--days", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "👍 / 👎              1 / 2" in result.stdout
+    assert "where is my parcel?" in result.stdout
 
 
 def test_report_command_on_an_empty_database(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ Ctrl-C and resume, and exporting rated conversations from the store."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -13,11 +14,11 @@ from typing import Any
 import pytest
 
 from bot.app import cli
-from bot.config import ModelConfig
+from bot.config import Config, ModelConfig, StoreConfig
 from bot.events import ConversationKey
 from bot.generation.base import ChatMessage, GenerationParams
 from bot.generation.local import LocalBackend
-from bot.storage.sqlite import SQLiteStore
+from bot.storage import build_store
 from bot.training import TrainingError
 from bot.training.data import IGNORE, encode, read_conversations
 from bot.training.export import export_training
@@ -266,10 +267,8 @@ def test_bad_input_stops_with_one_line(
         assert (out / "keep.txt").read_text() == "mine"
 
 
-async def test_export_writes_rated_conversations_masked(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    store = SQLiteStore(tmp_path / "parley.db")
+async def _rated_conversations(config: Config) -> None:
+    store = build_store(config)
     await store.open()
     liked = ConversationKey("web", "", "tab-1")
     other = ConversationKey("web", "", "tab-2")
@@ -293,8 +292,24 @@ async def test_export_writes_rated_conversations_masked(
     finally:
         await store.close()
 
+
+async def _export(config: Config, out: Path) -> int:
+    store = build_store(config)
+    await store.open()
+    try:
+        return await export_training(store, "any", out)
+    finally:
+        await store.close()
+
+
+def test_export_writes_rated_conversations_masked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], store_config: StoreConfig
+) -> None:
+    asyncio.run(_rated_conversations(Config(store=store_config)))
+
     config = tmp_path / "parley.toml"
-    config.write_text(f'[store]\npath = "{tmp_path / "parley.db"}"\n')
+    url = f'url = "{store_config.url}"\n' if store_config.url else ""
+    config.write_text(f'[store]\npath = "{store_config.path}"\n{url}')
     out = tmp_path / "rated.jsonl"
     assert cli.main(["--config", str(config), "export-training", "--out", str(out)]) == 0
     assert "1 conversations written" in capsys.readouterr().out
@@ -307,7 +322,7 @@ async def test_export_writes_rated_conversations_masked(
         ("assistant", "Family is $10 a month."),
     ]
 
-    assert export_training(tmp_path / "parley.db", "any", out) == 3
+    assert asyncio.run(_export(Config(store=store_config), out)) == 3
     texts = [[m.content for m in c] for c in read_conversations(out, strict=True)]
     assert ["New topic", "Sure."] in texts and ["Is it down?", "See the status page."] in texts
     assert all("It failed" not in t and "Refund?" not in t for t in texts)

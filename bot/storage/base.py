@@ -11,7 +11,19 @@ from typing import Literal
 
 from bot.events import ConversationKey, Event, Rating
 
-__all__ = ["INBOX_KEEP", "InboxState", "Rating", "Role", "Status", "Store", "Turn", "Waiting"]
+__all__ = [
+    "INBOX_KEEP",
+    "InboxState",
+    "Rated",
+    "Rating",
+    "Recorded",
+    "Role",
+    "Status",
+    "Store",
+    "Transcript",
+    "Turn",
+    "Waiting",
+]
 
 Role = Literal["user", "assistant"]
 # "dont_know": the bot found nothing to answer from and said so.
@@ -28,6 +40,38 @@ class Turn:
     content: str
     created_at: datetime
     status: Status = "complete"
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A stored turn as a report or a training export reads it; a ``reset`` marks where the
+    conversation started afresh."""
+
+    role: Literal["user", "assistant", "reset"]
+    content: str
+    created_at: datetime
+    status: Status = "complete"
+    #: The platform's id of the posted answer, which ratings refer to.
+    message_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """One conversation's every turn, oldest first; ``conversation`` names it."""
+
+    conversation: str
+    turns: tuple[Recorded, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rated:
+    """One person's rating of one answer, with the question it answered."""
+
+    conversation: str
+    reply_id: str
+    rating: Rating
+    question: str
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +181,19 @@ class Store(ABC):
     @abstractmethod
     async def inbox_count(self) -> tuple[int, datetime | None]:
         """How many entries wait to be answered, and when the oldest was received."""
+
+    # -- what `parley report` and `parley export-training` read -----------------------------
+    @abstractmethod
+    async def transcripts(self) -> list[Transcript]:
+        """Every conversation stored, with all its turns and reset markers."""
+
+    @abstractmethod
+    async def ratings(self) -> list[Rated]:
+        """Every rating given, the latest of each person for each answer."""
+
+    @abstractmethod
+    async def handoffs_started(self) -> list[datetime]:
+        """When each handoff to a person began."""
 
     def conversation_lock(
         self, key: ConversationKey

@@ -46,7 +46,19 @@ from redis.exceptions import RedisError, ResponseError
 
 from bot.errors import StoreError
 from bot.events import ConversationKey, Event
-from bot.storage.base import INBOX_KEEP, InboxState, Rating, Role, Status, Store, Turn, Waiting
+from bot.storage.base import (
+    INBOX_KEEP,
+    InboxState,
+    Rated,
+    Rating,
+    Recorded,
+    Role,
+    Status,
+    Store,
+    Transcript,
+    Turn,
+    Waiting,
+)
 from bot.storage.redis_lua import SCRIPTS
 
 __all__ = ["RedisStore", "mask_url"]
@@ -227,6 +239,36 @@ class RedisStore(Store):
             [self._key("conv", key), self._key("start", key), self._key("fence", key)],
             [self._token(key), marker],
         )
+
+    async def transcripts(self) -> list[Transcript]:
+        redis = self._redis()
+        head = self._key("conv", "")
+        found = []
+        async for name in redis.scan_iter(match=f"{head}*", count=500):
+            rows = await self._do(redis.lrange(name, 0, -1))
+            turns = []
+            for row in rows:
+                data = json.loads(row)
+                created = datetime.fromtimestamp(data["created_at"], UTC)
+                status = data.get("status", "complete")
+                message_id = data.get("message_id", "")
+                turns.append(Recorded(data["role"], data["content"], created, status, message_id))
+            found.append(Transcript(name[len(head) :], tuple(turns)))
+        return sorted(found, key=lambda transcript: transcript.conversation)
+
+    async def ratings(self) -> list[Rated]:
+        stored = await self._do(self._redis().hgetall(f"{self.prefix}feedback"))
+        found = []
+        for field, value in stored.items():
+            conversation, reply_id, _ = json.loads(field)
+            data = json.loads(value)
+            created = datetime.fromtimestamp(data["created_at"], UTC)
+            found.append(Rated(conversation, reply_id, data["rating"], data["question"], created))
+        return sorted(found, key=lambda rated: rated.created_at)
+
+    async def handoffs_started(self) -> list[datetime]:
+        rows = await self._do(self._redis().lrange(f"{self.prefix}handoffs", 0, -1))
+        return [datetime.fromtimestamp(json.loads(row)["started_at"], UTC) for row in rows]
 
     async def claim(self, marker: str, ttl: float) -> bool:
         taken = await self._do(

@@ -17,7 +17,19 @@ from typing import TypeVar
 
 from bot.errors import StoreError
 from bot.events import ConversationKey, Event
-from bot.storage.base import INBOX_KEEP, InboxState, Rating, Role, Status, Store, Turn, Waiting
+from bot.storage.base import (
+    INBOX_KEEP,
+    InboxState,
+    Rated,
+    Rating,
+    Recorded,
+    Role,
+    Status,
+    Store,
+    Transcript,
+    Turn,
+    Waiting,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -168,6 +180,47 @@ class SQLiteStore(Store):
             ]
 
         return await self._run(query)
+
+    async def transcripts(self) -> list[Transcript]:
+        def query() -> list[Transcript]:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT conversation, role, content, status, message_id, created_at"
+                    " FROM messages ORDER BY conversation, id"
+                )
+                .fetchall()
+            )
+            found: dict[str, list[Recorded]] = {}
+            for conversation, role, content, status, message_id, ts in rows:
+                when = datetime.fromtimestamp(ts, UTC)
+                turn = Recorded(role, content, when, status, message_id)
+                found.setdefault(conversation, []).append(turn)
+            return [Transcript(name, tuple(turns)) for name, turns in found.items()]
+
+        return await self._run(query)
+
+    async def ratings(self) -> list[Rated]:
+        rows = await self._run(
+            lambda: (
+                self._conn()
+                .execute(
+                    "SELECT conversation, reply_id, rating, question, created_at FROM feedback"
+                    " ORDER BY id"
+                )
+                .fetchall()
+            )
+        )
+        return [
+            Rated(conversation, reply, rating, question, datetime.fromtimestamp(ts, UTC))
+            for conversation, reply, rating, question, ts in rows
+        ]
+
+    async def handoffs_started(self) -> list[datetime]:
+        rows = await self._run(
+            lambda: self._conn().execute("SELECT started_at FROM handoffs ORDER BY id").fetchall()
+        )
+        return [datetime.fromtimestamp(ts, UTC) for (ts,) in rows]
 
     async def claim(self, marker: str, ttl: float) -> bool:
         now = time.time()

@@ -10,14 +10,14 @@ one are left out; with ``"any"`` every session with a complete answer is. Person
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
 from bot.generation.base import ChatMessage
 from bot.redact import redact
-from bot.training import TrainingError
+from bot.storage.base import Rated, Store, Transcript
 from bot.training.data import write_conversations
 
 __all__ = ["export_training", "rated_sessions"]
@@ -26,58 +26,44 @@ MinRating = Literal["up", "any"]
 _EXCLUDED = ("failed", "partial", "dont_know")
 
 
-def export_training(
-    store_path: str | Path, min_rating: MinRating, out: str | Path, system: str = ""
+async def export_training(
+    store: Store, min_rating: MinRating, out: str | Path, system: str = ""
 ) -> int:
-    """Write the store's conversations to ``out``; returns how many were written. ``system``,
+    """Write ``store``'s conversations to ``out``; returns how many were written. ``system``,
     when given, opens each conversation, as the bot's persona prompt opened it."""
-    sessions = list(rated_sessions(store_path, min_rating))
+    transcripts, ratings = await store.transcripts(), await store.ratings()
+    sessions = list(rated_sessions(transcripts, ratings, min_rating))
     opening = [ChatMessage("system", system)] if system else []
     write_conversations(out, [[*opening, *session] for session in sessions])
     return len(sessions)
 
 
-def rated_sessions(store_path: str | Path, min_rating: MinRating) -> Iterator[list[ChatMessage]]:
-    path = Path(store_path)
-    if not path.is_file():
-        raise TrainingError(f"no conversation store at {path}")
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            rows = db.execute(
-                "SELECT conversation, role, content, status, message_id FROM messages"
-                " ORDER BY conversation, id"
-            ).fetchall()
-            votes = db.execute(
-                "SELECT conversation, reply_id, SUM(rating = 'up') - SUM(rating = 'down')"
-                " FROM feedback GROUP BY conversation, reply_id"
-            ).fetchall()
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        raise TrainingError(f"{path}: {exc}") from exc
-    liked = {(conversation, reply) for conversation, reply, net in votes if net > 0}
-    session: list[tuple[ChatMessage, bool]] = []
-    pending: list[ChatMessage] = []
-    current = None
-    for conversation, role, content, status, message_id in rows:
-        if conversation != current or role == "reset":
-            yield from _finish(session, min_rating)
-            session, pending, current = [], [], conversation
-            if role == "reset":
-                continue
-        if role == "user":
-            pending.append(ChatMessage("user", redact(content)))
-        elif role == "assistant":
-            if status in _EXCLUDED:
+def rated_sessions(
+    transcripts: Iterable[Transcript], ratings: Iterable[Rated], min_rating: MinRating
+) -> Iterator[list[ChatMessage]]:
+    """The sessions worth training on, each cut at its resets (see the module's notes)."""
+    net: Counter[tuple[str, str]] = Counter()
+    for rated in ratings:
+        net[(rated.conversation, rated.reply_id)] += 1 if rated.rating == "up" else -1
+    liked = {answer for answer, votes in net.items() if votes > 0}
+    for transcript in transcripts:
+        session: list[tuple[ChatMessage, bool]] = []
+        pending: list[ChatMessage] = []
+        for turn in transcript.turns:
+            if turn.role == "reset":
+                yield from _finish(session, min_rating)
+                session, pending = [], []
+            elif turn.role == "user":
+                pending.append(ChatMessage("user", redact(turn.content)))
+            elif turn.status in _EXCLUDED:
                 # The question stays unanswered in the data rather than answered badly.
                 pending = []
-                continue
-            session.extend((question, False) for question in pending)
-            pending = []
-            good = (conversation, message_id) in liked if message_id else False
-            session.append((ChatMessage("assistant", redact(content)), good))
-    yield from _finish(session, min_rating)
+            else:
+                session.extend((question, False) for question in pending)
+                pending = []
+                good = (transcript.conversation, turn.message_id) in liked and bool(turn.message_id)
+                session.append((ChatMessage("assistant", redact(turn.content)), good))
+        yield from _finish(session, min_rating)
 
 
 def _finish(

@@ -1,7 +1,7 @@
 """`parley report`: what the bot did over a period, and what to fix in the knowledge base.
 
-Reads the SQLite database directly, read-only, so it can run beside a live service (WAL lets
-readers and the writer work at once). The questions the bot did not know (or whose answer got a
+Reads through the store the service writes (SQLite or Redis), so it can run beside a live
+service. The questions the bot did not know (or whose answer got a
 👎) are the knowledge base's gaps; customers ask one thing many ways, so they are grouped by
 meaning (the knowledge base's embedding model, agglomerative clustering from scikit-learn),
 the largest group first.
@@ -10,18 +10,20 @@ the largest group first.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
-import sqlite3
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bot.config import Config
+from bot.storage import build_store
+from bot.storage.base import Store
 
 __all__ = ["Gap", "Report", "add_parser", "build_report", "format_report", "group", "run"]
 
@@ -88,66 +90,43 @@ def group(
     return sorted(gaps, key=lambda gap: (-gap.count, gap.question))
 
 
-def build_report(
-    path: str | Path,
+async def build_report(
+    store: Store,
     days: float = 7.0,
     top: int = 10,
     encode: Callable[[list[str]], np.ndarray] | None = None,
 ) -> Report:
-    since = time.time() - days * 86400
+    """What ``store`` holds of the last ``days`` days; ``top`` gaps at most."""
+    since = datetime.now(UTC) - timedelta(days=days)
     report = Report(days)
-    if not Path(path).exists():
-        return report
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        one = lambda sql: db.execute(sql, (since,)).fetchone()[0] or 0  # noqa: E731
-        report.conversations = one(
-            "SELECT COUNT(DISTINCT conversation) FROM messages"
-            " WHERE role = 'user' AND created_at >= ?"
-        )
-        report.questions = one(
-            "SELECT COUNT(*) FROM messages WHERE role = 'user' AND created_at >= ?"
-        )
-        for status, count in db.execute(
-            "SELECT status, COUNT(*) FROM messages WHERE role = 'assistant' AND created_at >= ?"
-            " GROUP BY status",
-            (since,),
-        ):
-            if status == "complete":
-                report.answers = count
-            elif status == "dont_know":
-                report.dont_knows = count
-            else:
-                report.failures += count
-        report.handoffs = one("SELECT COUNT(*) FROM handoffs WHERE started_at >= ?")
-        report.thumbs_up = one(
-            "SELECT COUNT(*) FROM feedback WHERE rating = 'up' AND created_at >= ?"
-        )
-        report.thumbs_down = one(
-            "SELECT COUNT(*) FROM feedback WHERE rating = 'down' AND created_at >= ?"
-        )
-        # The question before each 👎 answer or don't-know.
-        rows = db.execute(
-            """
-            SELECT question FROM (
-                SELECT trim(question) AS question FROM feedback
-                 WHERE rating = 'down' AND created_at >= :since
-                UNION ALL
-                SELECT trim((SELECT q.content FROM messages q
-                              WHERE q.conversation = a.conversation AND q.role = 'user'
-                                AND q.id < a.id ORDER BY q.id DESC LIMIT 1))
-                  FROM messages a
-                 WHERE a.role = 'assistant' AND a.status = 'dont_know' AND a.created_at >= :since
-            ) WHERE question IS NOT NULL AND question != ''
-            """,
-            {"since": since},
-        ).fetchall()
-        report.gaps = group([question for (question,) in rows], encode)[:top]
-    except sqlite3.OperationalError as exc:
-        if "no such table" not in str(exc):
-            raise
-    finally:
-        db.close()
+    asked: list[str] = []
+    for transcript in await store.transcripts():
+        question = ""
+        talked = False
+        for turn in transcript.turns:
+            recent = turn.created_at >= since
+            if turn.role == "user":
+                question = turn.content.strip()
+                report.questions += recent
+                talked = talked or recent
+            elif turn.role == "assistant" and recent:
+                if turn.status == "complete":
+                    report.answers += 1
+                elif turn.status == "dont_know":
+                    report.dont_knows += 1
+                    # The question before each don't-know is a gap.
+                    asked += [question] if question else []
+                else:
+                    report.failures += 1
+        report.conversations += talked
+    report.handoffs = sum(when >= since for when in await store.handoffs_started())
+    for rated in await store.ratings():
+        if rated.created_at >= since:
+            report.thumbs_up += rated.rating == "up"
+            report.thumbs_down += rated.rating == "down"
+            if rated.rating == "down" and rated.question.strip():
+                asked.append(rated.question.strip())
+    report.gaps = group(asked, encode)[:top]
     return report
 
 
@@ -194,5 +173,18 @@ def run(config: Config, args: argparse.Namespace) -> int:
 
     # (The embedding model loads only if there are questions to group.)
     encode = Embedder(config.knowledge.embedding_model).encode
-    print(format_report(build_report(config.store.path, args.days, encode=encode)))
+    if not config.store.url and not Path(config.store.path).exists():
+        report = Report(args.days)  # nothing stored yet; opening would create the file
+    else:
+        report = asyncio.run(_read(config, args.days, encode))
+    print(format_report(report))
     return 0
+
+
+async def _read(config: Config, days: float, encode: Callable[[list[str]], np.ndarray]) -> Report:
+    store = build_store(config)
+    await store.open()
+    try:
+        return await build_report(store, days, encode=encode)
+    finally:
+        await store.close()

@@ -4,6 +4,7 @@ export-training`` (the stored conversations as training data)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,12 +52,12 @@ def run(config: Config, args: argparse.Namespace) -> int:
     """torch and transformers load only here."""
     try:
         if args.command == "export-training":
-            from bot.training.export import export_training
-
             system = config.bot.system_prompt.format(
                 name=config.bot.name, company=config.bot.company
             )
-            count = export_training(config.store.path, args.min_rating, args.out, system)
+            if not config.store.url and not Path(config.store.path).is_file():
+                raise ParleyError(f"no conversation store at {config.store.path}")
+            count = asyncio.run(_export(config, args.min_rating, args.out, system))
             print(f"parley: {count} conversations written to {args.out}")
             return 0
         from bot.training.card import TrainSettings
@@ -97,3 +98,15 @@ def run(config: Config, args: argparse.Namespace) -> int:
         )
     print(f"parley: model written to {result.out}; try it with: parley chat --model {result.out}")
     return 0
+
+
+async def _export(config: Config, min_rating: Any, out: str, system: str) -> int:
+    from bot.storage import build_store
+    from bot.training.export import export_training
+
+    store = build_store(config)
+    await store.open()
+    try:
+        return await export_training(store, min_rating, out, system)
+    finally:
+        await store.close()
