@@ -3,7 +3,8 @@
 Cuts fall at the last paragraph break that leaves the piece at least half full, else a line
 break, a sentence end, a space, and only as a last resort mid-word. A cut inside a code fence
 closes the fence at the end of the piece and reopens it (with its language) at the start of the
-next, so each message renders on its own.
+next, so each message renders on its own; where a fence is open, markdown-it-py says
+(``adapters.markdown``).
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from adapters.markdown import open_fence
+
 __all__ = ["LIMIT", "split_message"]
 
 LIMIT = 2000
-_CLOSE = "\n```"
-_FENCE = re.compile(r"^[ \t]*```([^\s`]*)", re.MULTILINE)
 _SENTENCE_END = re.compile(r"[.!?…][)\"'”’]*\s")
 _BACKTICKS = re.compile(r"`+\w*")
 _STARTS_WITH_BACKTICK = re.compile(r"\s*`")
@@ -24,29 +25,38 @@ _MAX_LANG = 20
 
 
 def split_message(text: str, limit: int = LIMIT) -> list[str]:
-    """``text`` as pieces of at most ``limit`` characters, each with balanced code fences."""
-    if len(text) <= limit:
-        return [text]
+    """``text`` as pieces of at most ``limit`` characters, none leaving a code fence open (a
+    reply cut short mid-code, or still being written, shows its code as code)."""
     pieces: list[str] = []
     carry = ""
     rest = text
     while True:
         body = carry + rest
         if len(body) <= limit:
-            pieces.append(body)
-            return pieces
-        # Leave room to close a fence the cut may fall inside.
-        window = limit - len(_CLOSE)
-        cut = _cut_point(body, window, len(carry) + 1)
-        head, rest = body[:cut], body[cut:]
-        opener = _open_fence(head)
+            fence = _open_fence(body)
+            if fence is None:
+                pieces.append(body)
+                return pieces
+            if len(body.rstrip()) + 1 + len(fence[0]) <= limit:
+                pieces.append(body.rstrip() + "\n" + fence[0])
+                return pieces
+        # Leave room to close a fence the cut may fall inside (a longer marker: more room).
+        reserve = len("\n```")
+        while True:
+            cut = _cut_point(body, limit - reserve, len(carry) + 1)
+            head, rest = body[:cut], body[cut:]
+            fence = _open_fence(head)
+            close = "\n" + fence[0] if fence is not None else ""
+            if len(head.rstrip()) + len(close) <= limit or reserve >= limit // 2:
+                break
+            reserve = len(close)
         head = head.rstrip()
-        if opener is None:
+        if fence is None:
             carry = ""
             rest = rest.lstrip()
         else:
-            head += _CLOSE
-            carry = opener + "\n"
+            head += close
+            carry = "".join(fence) + "\n"
             # Inside code, leading spaces are indentation: drop only the newline we cut at.
             rest = rest.removeprefix("\n")
         pieces.append(head)
@@ -91,13 +101,12 @@ def _keeps_fences(body: str, cut: int) -> bool:
     return _STARTS_WITH_BACKTICK.match(body, cut) is None
 
 
-def _open_fence(text: str) -> str | None:
-    """The opening line of a code fence left open at the end of ``text``, or None."""
-    opener: str | None = None
-    for match in _FENCE.finditer(text):
-        if opener is None:
-            lang = match.group(1)
-            opener = "```" + (lang if len(lang) <= _MAX_LANG else "")
-        else:
-            opener = None
-    return opener
+def _open_fence(text: str) -> tuple[str, str] | None:
+    """The marker and language of a code fence left open at the end of ``text``, or None; a
+    language tag too long to be one is left out."""
+    opener = open_fence(text)
+    if opener is None:
+        return None
+    lang = opener.lstrip(opener[0])
+    marker = opener[: len(opener) - len(lang)]
+    return marker, lang if len(lang) <= _MAX_LANG and " " not in lang else ""

@@ -1,8 +1,9 @@
 """The web chat: a support page, the websocket it talks over, and a widget other sites embed.
 
 What ``parley run`` serves by default, so a newcomer without any platform's tokens has a chat
-at once. Plain HTML, CSS and JavaScript from ``web_static/`` (no front-end build step); the page
-builds every message with ``textContent`` and a small Markdown renderer, never ``innerHTML``.
+at once. Plain HTML, CSS and JavaScript from ``web_static/`` (no front-end build step). The page
+shows a user's words as ``textContent`` and an answer as the HTML the server rendered from its
+Markdown (``adapters.markdown``: markdown-it-py, raw HTML escaped, only http(s) and mailto links).
 
 Who is who: a browser gets an opaque random visitor id in an HttpOnly, SameSite=Lax cookie, and
 each tab its own conversation id, kept in the tab's ``sessionStorage`` so that a reload continues
@@ -15,8 +16,9 @@ conversation.
 The socket protocol is JSON text frames. The page sends ``ask`` (``id``, ``text``), ``human``,
 ``reset`` and ``rate`` (``reply``, ``rating``); the server sends ``hello`` (the conversation and
 its history), then per question ``start``, ``text`` (``append`` to what the page has, or the
-whole ``text`` when cleaning changed it), ``final``, ``notice`` (a refusal: too long, too fast)
-and ``done`` (with the reply id to rate, for a generated answer). One writer task per socket
+whole ``text`` when cleaning changed it; ``html``: the whole answer so far, rendered),
+``final``, ``notice`` (a refusal: too long, too fast) and ``done`` (with the reply id to rate,
+for a generated answer). One writer task per socket
 sends; an answer's pending text is a merging mailbox, so a slow page never slows decoding.
 
 A socket that closes (or stops answering heartbeats) cancels the answer being written for it,
@@ -41,6 +43,7 @@ from typing import Any
 import yarl
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from adapters.markdown import to_html
 from adapters.settings import WebConfig
 from adapters.web_page import Page, WebReply
 from bot.config import Config
@@ -207,7 +210,12 @@ class WebAdapter:
     async def _history(self, key: ConversationKey) -> list[dict[str, str]]:
         turns = await self.service.history(key)
         return [
-            {"role": turn.role, "text": turn.content, "status": turn.status}
+            {
+                "role": turn.role,
+                "text": turn.content,
+                "html": to_html(turn.content) if turn.role == "assistant" else "",
+                "status": turn.status,
+            }
             for turn in turns
             if turn.content
         ]

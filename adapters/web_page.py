@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from adapters.markdown import to_html
 from bot.core.ratelimit import TokenBucket
 from bot.events import ConversationKey
 
@@ -49,7 +50,15 @@ class WebReply:
 
     async def finish(self, text: str) -> None:
         self.finished = True
-        self.page.send({"type": "final", "id": self.ask, "text": text, "failed": self.failed})
+        self.page.send(
+            {
+                "type": "final",
+                "id": self.ask,
+                "text": text,
+                "html": to_html(text),
+                "failed": self.failed,
+            }
+        )
 
     async def fail(self, message: str) -> None:
         self.failed = True
@@ -68,6 +77,8 @@ class WebReply:
             message = {"type": "text", "id": self.ask, "append": text[len(self.sent) :]}
         else:
             message = {"type": "text", "id": self.ask, "text": text}
+        # The page shows the server's rendering of the whole answer so far, never its own.
+        message["html"] = to_html(text)
         self.sent = text
         return message
 

@@ -52,138 +52,6 @@
       .join("");
   }
 
-  // -- the safe Markdown subset: paragraphs, lists, code, bold, links -----------------------
-  function safeUrl(href) {
-    try {
-      var url = new URL(href);
-      return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
-    } catch (error) {
-      return null;
-    }
-  }
-
-  function addLink(parent, label, href) {
-    var url = safeUrl(href);
-    if (url === null) {
-      parent.appendChild(document.createTextNode(label));
-      return;
-    }
-    var a = document.createElement("a");
-    a.href = url;
-    a.textContent = label;
-    a.rel = "noopener noreferrer";
-    a.target = "_blank";
-    parent.appendChild(a);
-  }
-
-  var INLINE =
-    /`([^`\n]+)`|\*\*([^*\n]+?)\*\*|\[([^\]\n]+)\]\(([^()\s]+)\)|(https?:\/\/[^\s<>"'`]+)/g;
-
-  function addInline(parent, text) {
-    var last = 0;
-    var match;
-    INLINE.lastIndex = 0;
-    while ((match = INLINE.exec(text)) !== null) {
-      if (match.index > last) {
-        parent.appendChild(document.createTextNode(text.slice(last, match.index)));
-      }
-      if (match[1] !== undefined) {
-        var code = document.createElement("code");
-        code.textContent = match[1];
-        parent.appendChild(code);
-      } else if (match[2] !== undefined) {
-        var strong = document.createElement("strong");
-        strong.textContent = match[2];
-        parent.appendChild(strong);
-      } else if (match[3] !== undefined) {
-        addLink(parent, match[3], match[4]);
-      } else {
-        // A bare address: trailing punctuation belongs to the sentence, not the link.
-        var bare = match[5];
-        var trail = /[.,;:!?)]+$/.exec(bare);
-        var cut = trail ? bare.length - trail[0].length : bare.length;
-        addLink(parent, bare.slice(0, cut), bare.slice(0, cut));
-        INLINE.lastIndex = match.index + cut;
-        last = match.index + cut;
-        continue;
-      }
-      last = INLINE.lastIndex;
-    }
-    if (last < text.length) {
-      parent.appendChild(document.createTextNode(text.slice(last)));
-    }
-  }
-
-  var FENCE = /^\s*```/;
-  var ITEM = /^\s*([-*+]|\d{1,4}[.)])\s+(.*)$/;
-
-  function renderMarkdown(container, text) {
-    container.replaceChildren();
-    var lines = text.replace(/\r\n?/g, "\n").split("\n");
-    var i = 0;
-    while (i < lines.length) {
-      var line = lines[i];
-      if (FENCE.test(line)) {
-        var code = [];
-        i += 1;
-        while (i < lines.length && !FENCE.test(lines[i])) {
-          code.push(lines[i]);
-          i += 1;
-        }
-        i += 1;
-        var pre = document.createElement("pre");
-        var codeElement = document.createElement("code");
-        codeElement.textContent = code.join("\n");
-        pre.appendChild(codeElement);
-        container.appendChild(pre);
-        continue;
-      }
-      if (!line.trim()) {
-        i += 1;
-        continue;
-      }
-      var item = ITEM.exec(line);
-      if (item) {
-        var ordered = /\d/.test(item[1]);
-        var list = document.createElement(ordered ? "ol" : "ul");
-        if (ordered && parseInt(item[1], 10) !== 1) {
-          list.start = parseInt(item[1], 10);
-        }
-        while (i < lines.length) {
-          item = ITEM.exec(lines[i]);
-          if (!item || /\d/.test(item[1]) !== ordered) {
-            break;
-          }
-          var li = document.createElement("li");
-          addInline(li, item[2]);
-          list.appendChild(li);
-          i += 1;
-        }
-        container.appendChild(list);
-        continue;
-      }
-      var p = document.createElement("p");
-      var first = true;
-      while (i < lines.length && lines[i].trim() && !FENCE.test(lines[i]) && !ITEM.test(lines[i])) {
-        if (!first) {
-          p.appendChild(document.createElement("br"));
-        }
-        // A heading reads as a bold line.
-        var heading = /^\s*#{1,6}\s+(.*)$/.exec(lines[i]);
-        if (heading) {
-          var strong = document.createElement("strong");
-          strong.textContent = heading[1];
-          p.appendChild(strong);
-        } else {
-          addInline(p, lines[i]);
-        }
-        first = false;
-        i += 1;
-      }
-      container.appendChild(p);
-    }
-  }
-
   // -- the conversation on screen -----------------------------------------------------------
   function nearBottom() {
     return log.scrollHeight - log.scrollTop - log.clientHeight < 80;
@@ -195,7 +63,13 @@
     }
   }
 
-  function addMessage(role, text, failed) {
+  // An answer's HTML comes rendered by the server from its Markdown (markdown-it-py: raw HTML
+  // escaped, only http(s) and mailto links, no images); the page never parses Markdown.
+  function showHtml(body, html) {
+    body.innerHTML = html || "";
+  }
+
+  function addMessage(role, text, failed, html) {
     var stick = nearBottom();
     var bubble = document.createElement("div");
     bubble.className = "message " + role + (failed ? " failed" : "");
@@ -206,10 +80,10 @@
     body.className = "body";
     bubble.appendChild(label);
     bubble.appendChild(body);
-    if (role === "user") {
-      body.textContent = text;
+    if (html) {
+      showHtml(body, html);
     } else {
-      renderMarkdown(body, text);
+      body.textContent = text;
     }
     log.appendChild(bubble);
     scrollDown(stick);
@@ -253,7 +127,7 @@
     if (entry.text) {
       entry.bubble.classList.remove("waiting");
     }
-    renderMarkdown(entry.body, entry.text);
+    showHtml(entry.body, entry.html);
     scrollDown(stick);
   }
 
@@ -317,7 +191,7 @@
       addMessage("assistant", greeting, false);
     }
     message.history.forEach(function (turn) {
-      addMessage(turn.role, turn.text, turn.status === "failed");
+      addMessage(turn.role, turn.text, turn.status === "failed", turn.html);
     });
     if (message.notice) {
       addNote(message.notice);
@@ -351,12 +225,14 @@
       case "text":
         if (entry) {
           entry.text = message.append !== undefined ? entry.text + message.append : message.text;
+          entry.html = message.html;
           showText(entry);
         }
         break;
       case "final":
         if (entry) {
           entry.text = message.text;
+          entry.html = message.html;
           entry.answered = true;
           showText(entry);
           if (message.failed) {
