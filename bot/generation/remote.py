@@ -6,6 +6,8 @@ flight; one that refuses a connection, drops a reply or answers 503 is left out 
 ``remote.cooldown`` seconds (or its ``Retry-After``). A connection error or HTTP 429/503 before
 any text has arrived is retried, on the next server, with jittered exponential backoff; once
 text has been shown, a failure ends the reply (the conversation keeps the part written).
+HTTP, server-sent events and the API's error shapes are the ``openai`` SDK's (one client per
+server, its own retries off: a retry here goes to another server first).
 
 Token counts for trimming the context come from the served model's tokenizer when
 ``remote.tokenizer`` names it (a local folder, or "bundled"); otherwise from a conservative
@@ -17,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
-import json
 import logging
 import math
 import os
@@ -29,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
+import openai
 
 from bot.config import ModelConfig, RemoteConfig
 from bot.errors import Busy, GenerationError
@@ -65,6 +66,7 @@ class _Endpoint:
     url: str
     in_flight: int = 0
     down_until: float = 0.0
+    client: openai.AsyncOpenAI | None = None
 
     def take_out(self, seconds: float, why: str) -> None:
         self.down_until = max(self.down_until, time.monotonic() + seconds)
@@ -93,31 +95,29 @@ def _api_key(config: RemoteConfig) -> str | None:
     return os.environ.get(config.api_key_env) or None if config.api_key_env else None
 
 
-def _headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+def _client(url: str, api_key: str | None, connect: float, read: float) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(
+        base_url=f"{url}/v1",
+        # The SDK insists on a key; a server that checks none ignores this one.
+        api_key=api_key or "none",
+        max_retries=0,
+        timeout=openai.Timeout(read, connect=connect),
+    )
 
 
-async def _detail(response: aiohttp.ClientResponse) -> str:
+def _detail(exc: openai.APIStatusError) -> str:
     """The server's own one-line reason, from the usual error body shapes."""
-    try:
-        text = (await response.text())[:2000]
-    except (aiohttp.ClientError, UnicodeDecodeError):
-        return response.reason or ""
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return " ".join(text.split())[:300] or (response.reason or "")
+    body: Any = exc.body
     if isinstance(body, dict):
-        error = body.get("error", body.get("detail", body.get("message")))
-        if isinstance(error, dict):
-            error = error.get("message", error)
-        if error:
-            return " ".join(str(error).split())[:300]
-    return " ".join(text.split())[:300]
+        body = body.get("message", body.get("detail", body.get("error", body)))
+        if isinstance(body, dict):
+            body = body.get("message", body)
+    text = " ".join(str(body or exc.response.text or exc.response.reason_phrase).split())
+    return text[:300]
 
 
-def _retry_after(response: aiohttp.ClientResponse) -> float | None:
-    value = response.headers.get("Retry-After")
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    value = exc.response.headers.get("Retry-After")
     if not value:
         return None
     try:
@@ -131,46 +131,43 @@ def _retry_after(response: aiohttp.ClientResponse) -> float | None:
     return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
 
 
+def _cause(exc: BaseException) -> str:
+    """What went wrong underneath the SDK's generic "Connection error."."""
+    cause = exc.__cause__ or exc
+    return str(cause) or type(cause).__name__
+
+
 async def probe(
-    session: aiohttp.ClientSession, url: str, model: str, api_key: str | None, key_env: str
+    url: str, model: str, api_key: str | None, key_env: str, connect_timeout: float = 10.0
 ) -> Probe:
     """Ask ``url`` which models it serves; say in one line what is wrong, if anything: an
     unreachable server, a base URL that is not an OpenAI-compatible API, a refused key, or a
     model the server does not have."""
     url = _normalise(url)
     try:
-        async with session.get(f"{url}/v1/models", headers=_headers(api_key)) as response:
-            if response.status in (401, 403):
-                sent = f"the key in ${key_env}" if api_key else f"no key (${key_env} is unset)"
-                return Probe(
-                    url,
-                    model,
-                    f"authentication failed (HTTP {response.status}) with {sent}:"
-                    f" {await _detail(response)}",
-                )
-            if response.status == 404:
-                return Probe(
-                    url,
-                    model,
-                    "no OpenAI-compatible API at this base URL (GET /v1/models: HTTP 404);"
-                    " give the server's root, e.g. http://host:8000",
-                )
-            if response.status != 200:
-                return Probe(
-                    url,
-                    model,
-                    f"GET /v1/models answered HTTP {response.status}: {await _detail(response)}",
-                )
-            body = await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        return Probe(url, model, f"cannot connect: {exc or type(exc).__name__}")
-    except ValueError:
+        async with _client(url, api_key, connect_timeout, connect_timeout + 10) as client:
+            page = await client.models.list()
+            served = [entry.id for entry in page.data if entry.id]
+    except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+        sent = f"the key in ${key_env}" if api_key else f"no key (${key_env} is unset)"
+        return Probe(
+            url,
+            model,
+            f"authentication failed (HTTP {exc.status_code}) with {sent}: {_detail(exc)}",
+        )
+    except openai.NotFoundError:
+        return Probe(
+            url,
+            model,
+            "no OpenAI-compatible API at this base URL (GET /v1/models: HTTP 404);"
+            " give the server's root, e.g. http://host:8000",
+        )
+    except openai.APIStatusError as exc:
+        return Probe(url, model, f"GET /v1/models answered HTTP {exc.status_code}: {_detail(exc)}")
+    except openai.APIConnectionError as exc:
+        return Probe(url, model, f"cannot connect: {_cause(exc)}")
+    except (ValueError, TypeError, AttributeError, openai.APIResponseValidationError):
         return Probe(url, model, "GET /v1/models did not answer JSON: is this the right URL?")
-    served = [
-        str(entry.get("id"))
-        for entry in (body.get("data") or [] if isinstance(body, dict) else [])
-        if isinstance(entry, dict) and entry.get("id")
-    ]
     if not model:
         if len(served) == 1:
             return Probe(url, served[0], None)
@@ -193,7 +190,7 @@ class RemoteBackend(Backend):
         self.context_window = (model.context_window if model else 0) or 2048
         self.model = config.model
         self.endpoints = [_Endpoint(_normalise(url)) for url in config.base_urls]
-        self._session: aiohttp.ClientSession | None = None
+        self._started = False
         self._format: Any = None  # a PromptFormat when the tokenizer is at hand
         self._in_flight = 0
         self._cache_dir = model.cache_dir if model else ""
@@ -205,15 +202,17 @@ class RemoteBackend(Backend):
 
     @property
     def ready(self) -> bool:
-        return self._session is not None and not self._session.closed
+        return self._started
 
     async def start(self) -> None:
-        if self._session is not None:
+        if self._started:
             raise RuntimeError("backend already started")
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=self.config.connect_timeout, sock_read=self.config.read_timeout
-        )
-        self._session = aiohttp.ClientSession(timeout=timeout)
+        self._started = True
+        key, config = _api_key(self.config), self.config
+        for endpoint in self.endpoints:
+            endpoint.client = _client(
+                endpoint.url, key, config.connect_timeout, config.read_timeout
+            )
         try:
             if self.config.tokenizer:
                 self._format = await asyncio.to_thread(self._load_tokenizer)
@@ -223,9 +222,11 @@ class RemoteBackend(Backend):
             raise
 
     async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        self._started = False
+        for endpoint in self.endpoints:
+            client, endpoint.client = endpoint.client, None
+            if client is not None:
+                await client.close()
 
     def _load_tokenizer(self) -> Any:
         from transformers import AutoTokenizer
@@ -255,18 +256,13 @@ class RemoteBackend(Backend):
 
     async def _check_servers(self) -> None:
         """One line per server that cannot serve; fails only when none can."""
-        key = _api_key(self.config)
-        # A session of its own, so no idle connection from the check lingers in the pool.
-        timeout = aiohttp.ClientTimeout(
-            total=self.config.connect_timeout + 10, connect=self.config.connect_timeout
+        key, config = _api_key(self.config), self.config
+        probes = await asyncio.gather(
+            *[
+                probe(e.url, self.model, key, config.api_key_env, config.connect_timeout)
+                for e in self.endpoints
+            ]
         )
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            probes = await asyncio.gather(
-                *[
-                    probe(session, e.url, self.model, key, self.config.api_key_env)
-                    for e in self.endpoints
-                ]
-            )
         good = [p for p in probes if p.problem is None]
         for endpoint, found in zip(self.endpoints, probes, strict=True):
             if found.problem is not None:
@@ -326,7 +322,7 @@ class RemoteBackend(Backend):
     async def stream(
         self, messages: Sequence[ChatMessage], params: GenerationParams
     ) -> AsyncGenerator[str, None]:
-        if self._session is None:
+        if not self._started:
             raise GenerationError("the backend is not started")
         if self._in_flight >= self.config.max_in_flight:
             raise Busy("too many replies are being written right now")
@@ -367,78 +363,53 @@ class RemoteBackend(Backend):
     async def _attempt(
         self, endpoint: _Endpoint, body: dict[str, Any]
     ) -> AsyncGenerator[str, None]:
-        assert self._session is not None
-        url = f"{endpoint.url}/v1/chat/completions"
+        assert endpoint.client is not None
         endpoint.in_flight += 1
-        response: aiohttp.ClientResponse | None = None
         finished = False
         try:
             try:
-                response = await self._session.post(
-                    url, json=body, headers=_headers(_api_key(self.config))
-                )
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                endpoint.take_out(self.config.cooldown, f"cannot connect: {exc}")
-                raise _Retry(f"cannot connect: {exc or type(exc).__name__}") from exc
-            if response.status != 200:
-                await self._refused(endpoint, response)
-            async with contextlib.aclosing(self._events(endpoint, response)) as events:
-                async for delta, done in events:
-                    finished = finished or done
-                    if delta:
-                        yield delta
+                stream = await endpoint.client.chat.completions.create(**body)
+            except openai.APIConnectionError as exc:
+                endpoint.take_out(self.config.cooldown, f"cannot connect: {_cause(exc)}")
+                raise _Retry(f"cannot connect: {_cause(exc)}") from exc
+            except openai.APIStatusError as exc:
+                raise self._refused(endpoint, exc) from exc
+            # Closed on the way out: an unfinished stream must stop the server's work.
+            async with stream:
+                async for chunk in stream:
+                    for choice in chunk.choices:
+                        finished = finished or bool(choice.finish_reason)
+                        if choice.delta and choice.delta.content:
+                            yield choice.delta.content
             if not finished:
                 endpoint.take_out(self.config.cooldown, "a reply ended early")
                 raise _Retry("the server ended the reply before it was complete")
+        except openai.APIConnectionError as exc:
+            endpoint.take_out(self.config.cooldown, f"connection lost mid-reply: {_cause(exc)}")
+            raise _Retry(f"connection lost mid-reply: {_cause(exc)}") from exc
+        except openai.APIError as exc:
+            # An error event in the stream: the server gave up on this reply.
+            raise GenerationError(
+                f"inference server {endpoint.url}: the reply failed: {exc.message}"
+            ) from exc
+        except ValueError as exc:
+            raise GenerationError(
+                f"inference server {endpoint.url}: an event that is not JSON: {exc}"
+            ) from exc
         finally:
             endpoint.in_flight -= 1
-            if response is not None:
-                # Closing, not releasing: an unfinished stream must stop the server's work.
-                (response.release if finished else response.close)()
 
-    async def _refused(self, endpoint: _Endpoint, response: aiohttp.ClientResponse) -> None:
-        detail = await _detail(response)
-        status = response.status
+    def _refused(self, endpoint: _Endpoint, exc: openai.APIStatusError) -> Exception:
+        """What a refusal before any text means: a retry elsewhere, or one line to show."""
+        detail, status = _detail(exc), exc.status_code
         if status in _RETRY_STATUSES:
-            wait = _retry_after(response)
+            wait = _retry_after(exc)
             if status != 429:
                 endpoint.take_out(wait if wait is not None else self.config.cooldown, detail)
-            raise _Retry(f"HTTP {status}: {detail}", wait=wait, busy=status in (429, 503))
+            return _Retry(f"HTTP {status}: {detail}", wait=wait, busy=status in (429, 503))
         if status in (401, 403):
-            raise GenerationError(
+            return GenerationError(
                 f"inference server {endpoint.url}: authentication failed (HTTP {status}):"
                 f" check ${self.config.api_key_env}: {detail}"
             )
-        raise GenerationError(f"inference server {endpoint.url}: HTTP {status}: {detail}")
-
-    async def _events(
-        self, endpoint: _Endpoint, response: aiohttp.ClientResponse
-    ) -> AsyncGenerator[tuple[str, bool], None]:
-        """(text delta, finished) from the server-sent events of one reply."""
-        try:
-            async for raw in response.content:
-                line = raw.decode("utf-8", errors="replace").strip()
-                if not line.startswith("data:"):
-                    continue  # blank separators, comments (keep-alives), other fields
-                data = line[len("data:") :].strip()
-                if data == "[DONE]":
-                    yield "", True
-                    return
-                try:
-                    chunk = json.loads(data)
-                except ValueError as exc:
-                    raise GenerationError(
-                        f"inference server {endpoint.url}: not a JSON event: {data[:200]}"
-                    ) from exc
-                if isinstance(chunk, dict) and chunk.get("error"):
-                    error = chunk["error"]
-                    message = error.get("message", error) if isinstance(error, dict) else error
-                    raise GenerationError(
-                        f"inference server {endpoint.url}: the reply failed: {message}"
-                    )
-                for choice in chunk.get("choices") or [] if isinstance(chunk, dict) else []:
-                    content = (choice.get("delta") or {}).get("content") or ""
-                    yield content, bool(choice.get("finish_reason"))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            endpoint.take_out(self.config.cooldown, f"connection lost mid-reply: {exc}")
-            raise _Retry(f"connection lost mid-reply: {exc or type(exc).__name__}") from exc
+        return GenerationError(f"inference server {endpoint.url}: HTTP {status}: {detail}")

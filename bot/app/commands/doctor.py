@@ -17,8 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from bot.config import Config
 from bot.errors import ParleyError
 
@@ -68,18 +66,14 @@ async def _backend(config: Config) -> list[Check]:
     if not remote.base_urls:
         return [Check("backend", False, "remote.base_urls is empty")]
     key = os.environ.get(remote.api_key_env) or None if remote.api_key_env else None
-    timeout = aiohttp.ClientTimeout(
-        total=remote.connect_timeout + 10, connect=remote.connect_timeout
-    )
     checks = []
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        for url in remote.base_urls:
-            found = await probe(session, url, remote.model, key, remote.api_key_env)
-            what = f"backend {found.url}"
-            if found.problem is None:
-                checks.append(Check(what, True, f"serves model '{found.model}'"))
-            else:
-                checks.append(Check(what, False, found.problem))
+    for url in remote.base_urls:
+        found = await probe(url, remote.model, key, remote.api_key_env, remote.connect_timeout)
+        what = f"backend {found.url}"
+        if found.problem is None:
+            checks.append(Check(what, True, f"serves model '{found.model}'"))
+        else:
+            checks.append(Check(what, False, found.problem))
     if remote.tokenizer:
         checks.append(await _tokenizer(config))
     return checks
