@@ -167,6 +167,9 @@ class HandoffConfig:
 
 
 Trigger = Literal["mention", "all", "question"]
+#: How far the bot acts on its own: "auto" answers; "shadow" writes the answer for the team to
+#: read (``parley report``) and posts nothing.
+Autonomy = Literal["auto", "shadow"]
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,7 @@ class PolicySettings:
     max_new_tokens: int | None = None
     temperature: float | None = None
     quota: int | None = None
+    autonomy: Autonomy | None = None
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,7 @@ class PolicyConfig:
     max_new_tokens: int = 0
     temperature: float = -1.0
     quota: int = 0
+    autonomy: Autonomy = "auto"
     overrides: list[PolicyOverride] = field(default_factory=list)
 
 

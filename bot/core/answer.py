@@ -74,6 +74,8 @@ class Job:
     reply: Reply
     notes: list[str]
     settings: PolicyConfig | None
+    #: False: the answer is written for the team (policy ``autonomy``), not the conversation.
+    record: bool = True
     done: asyncio.Future[Answer] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -207,14 +209,14 @@ class Answerer:
             return Answer(job.text, BUSY, "busy")
         except asyncio.CancelledError:
             # Shutdown past its grace period: keep what was shown, tell the user why it ends.
-            partial = await self._record_partial(event.key, shown, "partial")
+            partial = await self._record_partial(job, shown, "partial")
             with contextlib.suppress(Exception):
                 await asyncio.shield(reply.fail(f"{partial}\n\n{SHUTTING_DOWN}".strip()))
             raise
         except Exception:
             log.exception("generation failed in %s", event.key)
             self.metrics.errors.labels("generation").inc()
-            partial = await self._record_partial(event.key, shown, "failed")
+            partial = await self._record_partial(job, shown, "failed")
             await reply.fail(f"{partial}\n\n{APOLOGY}".strip())
             return Answer(job.text, partial, "failed")
         answer = clean_output("".join(parts))
@@ -244,14 +246,14 @@ class Answerer:
         shown = "\n\n".join(part for part in (answer, format_sources(cited)) if part)
         await reply.finish("\n\n".join([shown or EMPTY_ANSWER, *notes]))
         self.metrics.reply_latency.observe(time.monotonic() - taken)
-        await self._record_answer(event.key, shown, reply)
+        await self._record_answer(job, shown)
         return Answer(job.text, shown, "answered", sources)
 
     async def _small_talk(self, job: Job, kind: str) -> Answer:
         name = (job.settings and job.settings.persona) or self.bot.name
         text = reply_to(kind, name, self.bot.company)
         await job.reply.finish("\n\n".join([text, *job.notes]))
-        await self._record_answer(job.event.key, text, job.reply)
+        await self._record_answer(job, text)
         return Answer(job.text, text, "answered")
 
     async def _quote(self, job: Job, found: Extract, taken: float) -> Answer:
@@ -262,7 +264,7 @@ class Answerer:
         await job.reply.finish("\n\n".join([shown, *job.notes]))
         self.metrics.first_token.observe(time.monotonic() - taken)
         self.metrics.reply_latency.observe(time.monotonic() - taken)
-        await self._record_answer(job.event.key, shown, job.reply)
+        await self._record_answer(job, shown)
         return Answer(job.text, shown, "answered", found.sources)
 
     def _evidence(
@@ -311,16 +313,17 @@ class Answerer:
         after ``dont_knows_before_handoff`` of them in a row."""
         text = self._dont_know_text(retrieval)
         limit = self.dont_knows_before_handoff
-        if self.hand_off is not None and limit > 0:
+        # An answer written only for the team hands nothing over: nobody was told anything.
+        if self.hand_off is not None and limit > 0 and job.record:
             before = await self._dont_knows_in_a_row(job.event.key, limit)
             if before + 1 >= limit:
                 await self.hand_off(job.event.key, job.reply, "didn't know, again", text)
-                await self._record_answer(job.event.key, text, job.reply, "dont_know")
+                await self._record_answer(job, text, "dont_know")
                 return Answer(job.text, text, "dont_know")
         if self.hand_off is not None:
             text = f"{text}\n{OFFER_A_PERSON}"
         await job.reply.finish("\n\n".join([text, *job.notes]))
-        await self._record_answer(job.event.key, text, job.reply, "dont_know")
+        await self._record_answer(job, text, "dont_know")
         return Answer(job.text, text, "dont_know")
 
     async def _dont_knows_in_a_row(self, key: ConversationKey, limit: int) -> int:
@@ -336,23 +339,25 @@ class Answerer:
             count += 1
         return count
 
-    async def _record_answer(
-        self, key: ConversationKey, text: str, reply: Reply, status: Status = "complete"
-    ) -> None:
+    async def _record_answer(self, job: Job, text: str, status: Status = "complete") -> None:
         # Recorded once posted, with the platform's id of the reply, which ratings refer to.
+        if not job.record:
+            return
         try:
             await self.store.append(
-                key, "assistant", text, status=status, message_id=reply_id(reply)
+                job.event.key, "assistant", text, status=status, message_id=reply_id(job.reply)
             )
         except StoreError:
-            log.exception("cannot record an answer in %s", key)
+            log.exception("cannot record an answer in %s", job.event.key)
             self.metrics.errors.labels("store").inc()
 
-    async def _record_partial(self, key: ConversationKey, partial: str, status: Status) -> str:
+    async def _record_partial(self, job: Job, partial: str, status: Status) -> str:
+        if not job.record:
+            return partial
         try:
-            await self.store.append(key, "assistant", partial, status=status)
+            await self.store.append(job.event.key, "assistant", partial, status=status)
         except StoreError:
-            log.exception("cannot record a partial answer in %s", key)
+            log.exception("cannot record a partial answer in %s", job.event.key)
         return partial
 
     def build_prompt(

@@ -79,14 +79,16 @@ class ConversationManager:
         reply: Reply,
         notes: Sequence[str] = (),
         settings: PolicyConfig | None = None,
+        record: bool = True,
     ) -> asyncio.Future[Answer]:
         """Queue a message; the returned future resolves to its :class:`Answer` once it is
-        answered."""
+        answered (``record``: its answer joins the conversation; False for one written for the
+        team)."""
         if self._closed:
             raise Busy("the service is shutting down")
         if self._pending >= self.bot.max_pending:
             raise Busy("too many messages are waiting")
-        job = Job(event, text, reply, list(notes), settings)
+        job = Job(event, text, reply, list(notes), settings, record)
         self._pending += 1
         self._queues.setdefault(event.key, deque()).append(job)
         if event.key not in self._workers:

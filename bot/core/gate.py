@@ -62,6 +62,8 @@ class Outcome(Enum):
     DENIED = "denied"
     QUOTA = "quota"
     LOOP_STOPPED = "loop_stopped"
+    #: Answered for the team only (policy ``autonomy = "shadow"``): nothing was posted.
+    SHADOWED = "shadowed"
 
 
 @dataclass

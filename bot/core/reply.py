@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
-__all__ = ["HandsOff", "Named", "Reply", "Tracked", "reply_id"]
+__all__ = ["HandsOff", "Named", "Reply", "Tracked", "Unseen", "reply_id"]
 
 
 class Reply(Protocol):
@@ -57,3 +57,23 @@ class HandsOff(Protocol):
 def reply_id(reply: Reply) -> str:
     """The id of the message ``reply`` is shown in ('' when it has none, or none yet)."""
     return (reply.message_id or "") if isinstance(reply, Named) else ""
+
+
+class Unseen:
+    """A reply nobody is shown: it keeps what was written (an answer for the team to read)."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.failed = False
+
+    async def start(self) -> None:
+        pass
+
+    async def update(self, text: str) -> None:
+        self.text = text
+
+    async def finish(self, text: str) -> None:
+        self.text = text
+
+    async def fail(self, message: str) -> None:
+        self.text, self.failed = message, True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,13 +40,13 @@ from bot.core.handoff import Handoffs
 from bot.core.metrics import Metrics
 from bot.core.policy import Decision, Policy
 from bot.core.ratelimit import RateLimiter
-from bot.core.reply import Reply, Tracked, reply_id
+from bot.core.reply import Reply, Tracked, Unseen, reply_id
 from bot.core.text import cut
 from bot.core.wording import BUSY, HELP, TOO_LATE, TOO_LONG
 from bot.errors import Busy, ConfigError, StoreError
 from bot.events import ConversationKey, Event, Rating
 from bot.generation.base import Backend
-from bot.storage.base import Store, Turn
+from bot.storage.base import Draft, Store, Turn
 
 if TYPE_CHECKING:
     from bot.knowledge.base import KnowledgeBase
@@ -261,14 +262,37 @@ class Service:
         limit = self.config.bot.max_message_chars
         text, was_cut = cut(ticket.text, limit)
         notes = [TOO_LONG.format(limit=limit)] if was_cut else []
+        settings = ticket.decision.settings
+        # In shadow, the answer is written for the team and the customer is shown nothing.
+        shadow = settings.autonomy == "shadow"
+        reply = Unseen() if shadow else ticket.reply
         try:
             done = self.conversations.submit(
-                ticket.event, text, ticket.reply, notes, ticket.decision.settings
+                ticket.event, text, reply, notes, settings, record=not shadow
             )
         except Busy:
-            await ticket.reply.fail(BUSY)
+            await reply.fail(BUSY)
             return Outcome.BUSY, None
-        return Outcome.ANSWERED, await asyncio.shield(done)
+        answer = await asyncio.shield(done)
+        if isinstance(reply, Unseen):
+            await self._keep_draft(ticket.event, text, reply, answer)
+            return Outcome.SHADOWED, answer
+        return Outcome.ANSWERED, answer
+
+    async def _keep_draft(
+        self, event: Event, question: str, written: Unseen, answer: Answer
+    ) -> None:
+        """Keep a shadow answer for `parley report`; nothing of it was shown to anyone."""
+        if answer.outcome in ("failed", "busy"):
+            return
+        draft = Draft(
+            uuid.uuid4().hex, str(event.key), question, written.text, "shadow", datetime.now(UTC)
+        )
+        try:
+            await self.store.add_draft(draft)
+        except StoreError:
+            log.exception("cannot keep a shadow answer in %s", event.key)
+            self.metrics.errors.labels("store").inc()
 
     async def _take_lease(self, marker: str) -> bool:
         try:

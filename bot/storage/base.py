@@ -13,6 +13,8 @@ from bot.events import ConversationKey, Event, Rating
 
 __all__ = [
     "INBOX_KEEP",
+    "Draft",
+    "DraftState",
     "InboxState",
     "Rated",
     "Rating",
@@ -30,6 +32,8 @@ Role = Literal["user", "assistant"]
 Status = Literal["complete", "partial", "failed", "dont_know"]
 #: An inbox entry's progress: taken in, being answered, answered (or given up on).
 InboxState = Literal["received", "answering", "answered"]
+#: What became of an answer written for the team rather than posted: "shadow", kept to read.
+DraftState = Literal["shadow"]
 #: Answered inbox entries are kept this long (seconds), then dropped.
 INBOX_KEEP = 86400.0
 
@@ -71,6 +75,18 @@ class Rated:
     reply_id: str
     rating: Rating
     question: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """An answer the bot wrote for its team instead of posting it (policy ``autonomy``)."""
+
+    id: str
+    conversation: str
+    question: str
+    answer: str
+    state: DraftState
     created_at: datetime
 
 
@@ -194,6 +210,14 @@ class Store(ABC):
     @abstractmethod
     async def handoffs_started(self) -> list[datetime]:
         """When each handoff to a person began."""
+
+    # -- answers written for the team ------------------------------------------------------
+    @abstractmethod
+    async def add_draft(self, draft: Draft) -> None: ...
+
+    @abstractmethod
+    async def drafts(self) -> list[Draft]:
+        """Every draft kept, oldest first."""
 
     def conversation_lock(
         self, key: ConversationKey

@@ -14,6 +14,7 @@ Keys, each under ``store.prefix`` (``parley:`` by default; ``{conv}`` is the con
 ``handoffs``                   list of handoffs started (JSON), for reports
 ``reply:{channel}/{reply_id}`` the answer posted as ``reply_id`` and its question (JSON)
 ``feedback``                   hash: ``[conv, reply_id, user]`` → rating (JSON)
+``drafts``                     hash: draft id → an answer written for the team (JSON)
 ``inbox:{marker}``             hash: an event taken in, its state and its reply's message id
 ``inbox``                      sorted set of the markers not answered yet, by time received
 ``bucket:{kind}:{who}``        a rate limit's token bucket (tokens, when last counted)
@@ -48,6 +49,7 @@ from bot.errors import StoreError
 from bot.events import ConversationKey, Event
 from bot.storage.base import (
     INBOX_KEEP,
+    Draft,
     InboxState,
     Rated,
     Rating,
@@ -269,6 +271,34 @@ class RedisStore(Store):
     async def handoffs_started(self) -> list[datetime]:
         rows = await self._do(self._redis().lrange(f"{self.prefix}handoffs", 0, -1))
         return [datetime.fromtimestamp(json.loads(row)["started_at"], UTC) for row in rows]
+
+    async def add_draft(self, draft: Draft) -> None:
+        value = {
+            "conversation": draft.conversation,
+            "question": draft.question,
+            "answer": draft.answer,
+            "state": draft.state,
+            "created_at": draft.created_at.timestamp(),
+        }
+        await self._do(self._redis().hset(f"{self.prefix}drafts", draft.id, json.dumps(value)))
+
+    async def drafts(self) -> list[Draft]:
+        stored = await self._do(self._redis().hgetall(f"{self.prefix}drafts"))
+        found = []
+        for ident, value in stored.items():
+            data = json.loads(value)
+            created = datetime.fromtimestamp(data["created_at"], UTC)
+            found.append(
+                Draft(
+                    str(ident),
+                    data["conversation"],
+                    data["question"],
+                    data["answer"],
+                    data["state"],
+                    created,
+                )
+            )
+        return sorted(found, key=lambda draft: (draft.created_at, draft.id))
 
     async def claim(self, marker: str, ttl: float) -> bool:
         taken = await self._do(

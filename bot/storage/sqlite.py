@@ -19,6 +19,7 @@ from bot.errors import StoreError
 from bot.events import ConversationKey, Event
 from bot.storage.base import (
     INBOX_KEEP,
+    Draft,
     InboxState,
     Rated,
     Rating,
@@ -71,6 +72,15 @@ CREATE TABLE IF NOT EXISTS inbox (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS inbox_waiting ON inbox (received_at) WHERE state != 'answered';
+-- Answers written for the team instead of posted (policy autonomy), with their question.
+CREATE TABLE IF NOT EXISTS drafts (
+    id TEXT PRIMARY KEY,
+    conversation TEXT NOT NULL,
+    question TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
 -- A rating of one bot answer, with what was asked and answered at the time.
 CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -221,6 +231,39 @@ class SQLiteStore(Store):
             lambda: self._conn().execute("SELECT started_at FROM handoffs ORDER BY id").fetchall()
         )
         return [datetime.fromtimestamp(ts, UTC) for (ts,) in rows]
+
+    async def add_draft(self, draft: Draft) -> None:
+        row = (
+            draft.id,
+            draft.conversation,
+            draft.question,
+            draft.answer,
+            draft.state,
+            draft.created_at.timestamp(),
+        )
+        await self._run(
+            lambda: self._conn().execute(
+                "INSERT INTO drafts (id, conversation, question, answer, state, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                row,
+            )
+        )
+
+    async def drafts(self) -> list[Draft]:
+        rows = await self._run(
+            lambda: (
+                self._conn()
+                .execute(
+                    "SELECT id, conversation, question, answer, state, created_at FROM drafts"
+                    " ORDER BY created_at, id"
+                )
+                .fetchall()
+            )
+        )
+        return [
+            Draft(ident, conversation, question, answer, state, datetime.fromtimestamp(ts, UTC))
+            for ident, conversation, question, answer, state, ts in rows
+        ]
 
     async def claim(self, marker: str, ttl: float) -> bool:
         now = time.time()

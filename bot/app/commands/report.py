@@ -23,7 +23,7 @@ import numpy as np
 
 from bot.config import Config
 from bot.storage import build_store
-from bot.storage.base import Store
+from bot.storage.base import Draft, Store
 
 __all__ = ["Gap", "Report", "add_parser", "build_report", "format_report", "group", "run"]
 
@@ -57,6 +57,9 @@ class Report:
     thumbs_down: int = 0
     #: The questions that got a 👎 or a don't-know, grouped, the largest group first.
     gaps: list[Gap] = field(default_factory=list)
+    #: Answers written in shadow (policy autonomy), not posted; the latest, newest first.
+    shadowed: int = 0
+    shadow: list[Draft] = field(default_factory=list)
 
 
 def group(
@@ -127,7 +130,15 @@ async def build_report(
             if rated.rating == "down" and rated.question.strip():
                 asked.append(rated.question.strip())
     report.gaps = group(asked, encode)[:top]
+    shadow = [d for d in await store.drafts() if d.state == "shadow" and d.created_at >= since]
+    report.shadowed = len(shadow)
+    report.shadow = shadow[::-1][:top]
     return report
+
+
+def _one_line(text: str, width: int = 160) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def _rate(part: int, whole: int) -> str:
@@ -149,6 +160,14 @@ def format_report(report: Report) -> str:
         f"  👍 / 👎              {report.thumbs_up} / {report.thumbs_down}"
         f"  ({_rate(report.thumbs_up, rated)} positive)",
     ]
+    if report.shadowed:
+        lines += [
+            "",
+            f"Answers written in shadow, not posted ({report.shadowed}; the latest first):",
+        ]
+        for draft in report.shadow:
+            lines.append(f"  Q: {_one_line(draft.question)}")
+            lines.append(f"  A: {_one_line(draft.answer)}")
     if report.gaps:
         lines += [
             "",
