@@ -56,7 +56,7 @@ def split_message(text: str, limit: int = LIMIT) -> list[str]:
             rest = rest.lstrip()
         else:
             head += close
-            carry = "".join(fence) + "\n"
+            carry = fence[1] + "\n"
             # Inside code, leading spaces are indentation: drop only the newline we cut at.
             rest = rest.removeprefix("\n")
         pieces.append(head)
@@ -102,11 +102,11 @@ def _keeps_fences(body: str, cut: int) -> bool:
 
 
 def _open_fence(text: str) -> tuple[str, str] | None:
-    """The marker and language of a code fence left open at the end of ``text``, or None; a
-    language tag too long to be one is left out."""
-    opener = open_fence(text)
-    if opener is None:
+    """How to close the code fence left open at the end of ``text`` (its marker, indented as
+    its opener) and how to reopen it at the top of the next piece (with its language, unless
+    the tag is too long to be one); None when every fence is closed."""
+    fence = open_fence(text)
+    if fence is None:
         return None
-    lang = opener.lstrip(opener[0])
-    marker = opener[: len(opener) - len(lang)]
-    return marker, lang if len(lang) <= _MAX_LANG and " " not in lang else ""
+    lang = fence.info if len(fence.info) <= _MAX_LANG and " " not in fence.info else ""
+    return fence.indent + fence.marker, fence.marker + lang

@@ -11,13 +11,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from markdown_it.tree import SyntaxTreeNode
 
-__all__ = ["escape_mrkdwn", "open_fence", "to_html", "to_mrkdwn"]
+__all__ = ["Fence", "escape_mrkdwn", "open_fence", "to_html", "to_mrkdwn"]
 
 _SAFE_SCHEMES = ("http://", "https://", "mailto:")
 _NESTED_INDENT = "    "
@@ -35,6 +35,11 @@ def _parser() -> MarkdownIt:
 
 
 _MD = _parser()
+
+
+def _lines(text: str) -> str:
+    """Line ends as markdown-it counts them, so its line numbers index ``split("\\n")``."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _blank_lines_between(
@@ -89,6 +94,7 @@ def to_mrkdwn(markdown: str) -> str:
     """The model's Markdown as Slack mrkdwn: **bold** as *bold*, *italic* as _italic_,
     ~~strike~~ as ~strike~, [label](url) as <url|label>, headings bold, bullets as •, code as
     code; blocks keep the blank lines between them."""
+    markdown = _lines(markdown)
     root = SyntaxTreeNode(_MD.parse(markdown))
     return _blocks(root.children, markdown.split("\n")).strip("\n")
 
@@ -164,18 +170,34 @@ def _plain(nodes: Sequence[SyntaxTreeNode]) -> str:
 
 
 # -- Discord's code fences -------------------------------------------------------------------
-def open_fence(text: str) -> str | None:
-    """The opening line (with its language) of a code fence ``text`` leaves open at its end,
-    or None when every fence is closed."""
+class Fence(NamedTuple):
+    """A code fence left open: what a closing line needs (``indent``: the opener's container
+    prefix, a quote's ``>`` kept and a list's marker as spaces) and its ``info`` string."""
+
+    indent: str
+    marker: str
+    info: str
+
+
+def open_fence(text: str) -> Fence | None:
+    """The code fence ``text`` leaves open at its end, or None when every fence is closed."""
+    text = _lines(text)
     lines = text.split("\n")
+    written = len(lines)
+    while written and not lines[written - 1].strip():
+        written -= 1
     for token in reversed(_MD.parse(text)):
         if token.type != "fence" or token.map is None:
             continue
         start, end = token.map
-        last = lines[end - 1].strip() if end - 1 > start and end - 1 < len(lines) else ""
+        if end < written:
+            return None  # closed by its marker or by the end of its list item or quote
+        last = lines[end - 1].strip().lstrip(">").strip() if start < end - 1 < len(lines) else ""
         marker = token.markup[0]
-        closed = len(last) >= len(token.markup) and set(last) == {marker}
-        if closed:
+        if len(last) >= len(token.markup) and set(last) == {marker}:
             return None
-        return token.markup + token.info.strip()
+        opener = lines[start]
+        prefix = opener[: max(opener.find(token.markup), 0)]
+        indent = "".join(c if c == ">" else " " for c in prefix)
+        return Fence(indent, token.markup, token.info.strip())
     return None
