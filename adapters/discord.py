@@ -34,6 +34,7 @@ from adapters.discord_reply import (
     ResumedSink,
     Sink,
 )
+from adapters.discord_review import DiscordReview
 from adapters.inflight import Inflight
 from adapters.settings import DiscordConfig
 from bot.config import Config
@@ -68,6 +69,8 @@ RATINGS: dict[str, Rating] = {"👍": "up", "👎": "down"}
 def enabled(config: Config) -> bool:
     """Whether Discord runs with ``config``; raises ConfigError naming a bad [discord] key."""
     section = config.section(DiscordConfig)
+    if section.review_channel and not section.review_channel.isdigit():
+        raise ConfigError(f"{config.source}: 'discord.review_channel' must be a channel id")
     if not 0 <= section.catch_up_minutes <= 1440:
         # Beyond a day, the de-duplication that keeps a caught-up answer from repeating forgets.
         raise ConfigError(f"{config.source}: 'discord.catch_up_minutes' must be between 0 and 1440")
@@ -142,6 +145,11 @@ class DiscordAdapter:
         self._add_commands()
         # Questions taken in are answered after a crash or a kill: recovered on each start.
         service.resumable(PLATFORM, self._resume)
+        self.review: DiscordReview | None = None
+        if self.section.review_channel:
+            self.review = DiscordReview(self.client, service, int(self.section.review_channel))
+            service.reviewing(PLATFORM, self.review.post)
+            self.client.event(self.on_interaction)
         self._recovering: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -304,6 +312,10 @@ class DiscordAdapter:
             log.debug("not answering %s in %s: [discord] access lists", author.id, event.key)
             return
         self._inflight.start(event, self._reply(MessageSink(message)), self._handle)
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        if self.review is not None:
+            await self.review.on_interaction(interaction)
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         rating = RATINGS.get(str(payload.emoji))

@@ -55,6 +55,7 @@ class DiscordConfig:
     guild_ready_timeout: float = 2.0
     catch_up_minutes: float = 60.0
     catch_up_messages: int = 50
+    review_channel: str = ""
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class SlackConfig:
     http_port: int = 3000
     edit_interval: float = 1.0
     continue_threads: bool = True
+    review_channel: str = ""
 
 
 # Discord ids are snowflakes whatever they name.

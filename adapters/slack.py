@@ -37,6 +37,7 @@ from adapters.settings import SlackConfig
 from adapters.slack_event import PLATFORM, place, to_event
 from adapters.slack_format import USER_MENTION, escape
 from adapters.slack_reply import EphemeralReply, Place, SlackReply, staff_mention
+from adapters.slack_review import SlackReview
 from bot.config import Config
 from bot.core.reply import Reply
 from bot.core.service import Admission, Service
@@ -72,6 +73,8 @@ def _missing(config: Config) -> list[str]:
 
 def enabled(config: Config) -> bool:
     section = config.section(SlackConfig)
+    if section.review_channel and section.review_channel[:1] not in ("C", "G"):
+        raise ConfigError(f"{config.source}: 'slack.review_channel' must be a channel id (C…)")
     if section.enabled is False:
         return False
     missing = _missing(config)
@@ -132,6 +135,9 @@ class SlackAdapter:
         self.app.command(COMMAND)(self.on_command)
         # Questions taken in are answered after a crash or a kill: recovered on each start.
         service.resumable(PLATFORM, self._resume)
+        if self.section.review_channel:
+            review = SlackReview(self.app, self.client, service, self.section.review_channel)
+            service.reviewing(PLATFORM, review.post)
         self._recovering: asyncio.Task[None] | None = None
 
     # -- connecting ---------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import dataclasses
 import os
 import re
 import tomllib
-import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from bot.errors import ConfigError
+from bot.typed_tables import build
 
 __all__ = [
     "BotConfig",
@@ -36,6 +36,7 @@ __all__ = [
     "PolicyOverride",
     "PolicySettings",
     "RemoteConfig",
+    "ReviewConfig",
     "StoreConfig",
     "load_config",
 ]
@@ -166,10 +167,21 @@ class HandoffConfig:
     dont_knows_in_a_row: int = 2
 
 
+@dataclass(frozen=True)
+class ReviewConfig:
+    """Answers staff approve first (policy ``autonomy = "draft"``)."""
+
+    #: Shown to the customer while staff look at the answer ("": nothing).
+    note: str = "A member of our team will check my answer before it is sent."
+    #: A draft nobody decided on within this long is handed to a person.
+    expire_minutes: float = 60.0
+
+
 Trigger = Literal["mention", "all", "question"]
-#: How far the bot acts on its own: "auto" answers; "shadow" writes the answer for the team to
-#: read (``parley report``) and posts nothing.
-Autonomy = Literal["auto", "shadow"]
+#: How far the bot acts on its own: "auto" answers; "draft" sends the answer to staff to
+#: approve, edit or reject; "shadow" writes it for the team to read (``parley report``) and
+#: posts nothing.
+Autonomy = Literal["auto", "draft", "shadow"]
 
 
 @dataclass(frozen=True)
@@ -267,6 +279,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     handoff: HandoffConfig = field(default_factory=HandoffConfig)
+    review: ReviewConfig = field(default_factory=ReviewConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
     #: Each platform's table, built from its ``Platform.section``, by platform name.
@@ -319,84 +332,15 @@ def load_config(
         value = data.pop(name)
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: '{name}' must be a table ([{name}])")
-        sections[name] = _build(tables[name], value, source, f"{name}.")
-    config = _build(Config, data, source, prefix="")
+        sections[name] = build(tables[name], value, source, f"{name}.")
+    # The platforms' tables are built above, from their own classes.
+    config = build(Config, data, source, unset={"source", "sections", "platforms"})
     validate_policy(config.policy, source, platforms)
     if config.model.repetition_penalty <= 0:
         raise ConfigError(f"{source}: 'model.repetition_penalty' must be above 0 (1 turns it off)")
     if config.knowledge.answer_sentences < 1:
         raise ConfigError(f"{source}: 'knowledge.answer_sentences' must be at least 1")
     return dataclasses.replace(config, sections=sections, platforms=platforms, source=source)
-
-
-# Config's fields that no file sets: the platforms' tables are built from their own classes.
-_NOT_KEYS = {"source", "sections", "platforms"}
-
-
-def _build(cls: type, data: Mapping[str, Any], source: str, prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.name not in _NOT_KEYS}
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if key not in names:
-            raise ConfigError(f"{source}: unknown key '{dotted}'")
-        hint = hints[key]
-        item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{source}: '{dotted}' must be a table ([{dotted}])")
-            values[key] = _build(typing.cast(type, hint), value, source, f"{dotted}.")
-        elif item is not None and dataclasses.is_dataclass(item):
-            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-                raise ConfigError(f"{source}: '{dotted}' must be a list of tables ([[{dotted}]])")
-            values[key] = [
-                _build(typing.cast(type, item), entry, source, f"{dotted}[{index}].")
-                for index, entry in enumerate(value)
-            ]
-        else:
-            values[key] = _check(hint, value, source, dotted)
-    return cls(**values)
-
-
-def _check(hint: Any, value: Any, source: str, dotted: str) -> Any:
-    if _matches(hint, value):
-        # TOML integers are fine where a float is expected.
-        return float(value) if hint is float else value
-    raise ConfigError(
-        f"{source}: '{dotted}' must be {_describe(hint)}, not {type(value).__name__} {value!r}"
-    )
-
-
-def _matches(hint: Any, value: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(arm, value) for arm in typing.get_args(hint))
-    if origin is Literal:
-        return any(value == arg and type(value) is type(arg) for arg in typing.get_args(hint))
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_matches(item, v) for v in value)
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _describe(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(arm) for arm in typing.get_args(hint))
-    if origin is Literal:
-        return " or ".join(repr(arg) for arg in typing.get_args(hint))
-    if origin is list:
-        return f"a list of {_describe(typing.get_args(hint)[0])}"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
-        hint, getattr(hint, "__name__", str(hint))
-    )
 
 
 _ID_KINDS = {

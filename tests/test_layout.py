@@ -17,7 +17,7 @@ PLATFORM_LIBRARIES = ("adapters", "discord", "slack_bolt", "slack_sdk")
 #: The app layer on top wires the adapters: it may import anything.
 APP = "bot.app"
 #: The shared vocabulary: importable from anywhere, importing only each other.
-SHARED = {"bot.config", "bot.events", "bot.errors", "bot.redact"}
+SHARED = {"bot.config", "bot.events", "bot.errors", "bot.redact", "bot.typed_tables"}
 #: Each part, and the parts it may import besides itself and the shared modules
 #: (docs/architecture.md). None: anything.
 LAYERS: dict[str, set[str] | None] = {

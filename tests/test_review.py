@@ -5,6 +5,8 @@ nothing, so a team can watch what it would say before letting it answer."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -12,12 +14,22 @@ import pytest
 from adapters.memory import MemoryAdapter
 from bot.app.commands.report import build_report, format_report
 from bot.app.wiring import load
-from bot.config import Config, LimitsConfig, PolicyConfig, PolicyOverride, StoreConfig
+from bot.config import (
+    Config,
+    HandoffConfig,
+    LimitsConfig,
+    PolicyConfig,
+    PolicyOverride,
+    ReviewConfig,
+    StoreConfig,
+)
 from bot.core.gate import Outcome
 from bot.core.service import Service
+from bot.core.wording import EMPTY_EDIT, HANDOFF, NOT_STAFF
 from bot.errors import ConfigError
 from bot.events import ConversationKey
 from bot.storage import build_store
+from bot.storage.base import Draft
 from tests.scripted import ScriptedBackend
 
 ANSWER = "Open Settings, then Billing."
@@ -81,5 +93,153 @@ async def test_shadow_by_default_with_one_channel_live(tmp_path: Path) -> None:
 def test_an_unknown_autonomy_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "parley.toml"
     path.write_text('[policy]\nautonomy = "yolo"\n')
-    with pytest.raises(ConfigError, match=r"'policy\.autonomy' must be 'auto' or 'shadow'"):
+    expected = r"'policy\.autonomy' must be 'auto' or 'draft' or 'shadow'"
+    with pytest.raises(ConfigError, match=expected):
         load(path)
+
+
+# -- draft: staff approve, edit or reject before the customer sees the answer ---------------
+STAFF = "staff-1"
+DRAFTING = PolicyConfig(autonomy="draft")
+
+
+def _drafting(store: StoreConfig, **review: object) -> Config:
+    config = _config(store, DRAFTING)
+    return dataclasses.replace(
+        config,
+        handoff=HandoffConfig(staff_users=[STAFF], staff_roles=["support"]),
+        review=dataclasses.replace(ReviewConfig(), **review),  # type: ignore[arg-type]
+    )
+
+
+class StaffChannel:
+    """What an adapter's review channel would show: the drafts posted for review."""
+
+    def __init__(self, service: Service) -> None:
+        self.posted: list[Draft] = []
+        self.arrived = asyncio.Event()
+        service.reviewing("memory", self.post)
+
+    async def post(self, draft: Draft) -> None:
+        self.posted.append(draft)
+        self.arrived.set()
+
+
+async def _asked(
+    service: Service, staff: StaffChannel, question: str
+) -> tuple[MemoryAdapter, Draft]:
+    chat = MemoryAdapter(service, durable=True)
+    note = chat.send(question)
+    assert await note.wait() == ReviewConfig().note
+    await chat.drain()
+    assert note.outcome is Outcome.DRAFTED
+    (draft,) = staff.posted
+    return chat, draft
+
+
+async def test_a_draft_approved_by_staff_is_posted_where_the_customer_asked(
+    store_config: StoreConfig,
+) -> None:
+    config = _drafting(store_config)
+    async with Service(config, ScriptedBackend(ANSWER), build_store(config)) as service:
+        staff = StaffChannel(service)
+        chat, draft = await _asked(service, staff, "Where are my invoices?")
+        assert (draft.answer, draft.state, draft.question) == (
+            ANSWER,
+            "pending",
+            "Where are my invoices?",
+        )
+        key = ConversationKey("memory", "", "c1")
+        # Until staff decide, the conversation holds the question only.
+        assert [t.role for t in await service.history(key)] == ["user"]
+
+        refused = await service.decide(draft.id, "approve", "someone-else", ["customers"])
+        assert not refused.ok and refused.message == NOT_STAFF
+        assert not chat.resumed
+
+        done = await service.decide(draft.id, "approve", STAFF)
+        assert done.ok and done.message == f"Approved by {STAFF} and posted."
+        ((event, reply),) = chat.resumed
+        assert event.text == "Where are my invoices?" and await reply.wait() == ANSWER
+        assert [(t.role, t.content) for t in await service.history(key)] == [
+            ("user", "Where are my invoices?"),
+            ("assistant", ANSWER),
+        ]
+        # A second click (another staff member, another replica) changes nothing.
+        again = await service.decide(draft.id, "reject", "staff-2", ["support"])
+        assert not again.ok and again.message == f"This answer was already approved by {STAFF}."
+        assert len(chat.resumed) == 1
+        decided = await service.store.draft(draft.id)
+        assert decided is not None and (decided.state, decided.decided_by) == ("approved", STAFF)
+        # Staff's work shows in the report: what became of the drafts, and how fast.
+        report = await build_report(service.store, days=1)
+        assert report.drafts == {"approved": 1} and report.decision_seconds is not None
+        assert "drafts for staff     1 approved, 0 edited, 0 rejected, 0 expired, 0 pending" in (
+            format_report(report)
+        )
+
+
+async def test_an_edited_draft_posts_the_edit(tmp_path: Path) -> None:
+    config = _drafting(StoreConfig(path=str(tmp_path / "parley.db")))
+    async with Service(config, ScriptedBackend(ANSWER), build_store(config)) as service:
+        staff = StaffChannel(service)
+        chat, draft = await _asked(service, staff, "Where are my invoices?")
+        assert (await service.decide(draft.id, "edit", "x", ["support"], "  ")).message == (
+            EMPTY_EDIT
+        )
+        edited = "Billing > Invoices, top right."
+        assert (await service.decide(draft.id, "edit", "x", ["support"], edited)).ok
+        ((_, reply),) = chat.resumed
+        assert await reply.wait() == edited
+        stored = await service.store.draft(draft.id)
+        assert stored is not None and (stored.state, stored.posted) == ("edited", edited)
+
+
+async def test_a_rejected_draft_hands_the_customer_to_a_person(tmp_path: Path) -> None:
+    config = _drafting(StoreConfig(path=str(tmp_path / "parley.db")))
+    async with Service(config, ScriptedBackend(ANSWER), build_store(config)) as service:
+        staff = StaffChannel(service)
+        chat, draft = await _asked(service, staff, "Can I get a refund?")
+        assert (await service.decide(draft.id, "reject", STAFF)).ok
+        ((_, reply),) = chat.resumed
+        assert await reply.wait() == HANDOFF and reply.handed_off
+        assert await service.store.handoff_since(ConversationKey("memory", "", "c1"))
+        # The rejected answer was never said.
+        history = await service.history(ConversationKey("memory", "", "c1"))
+        assert ANSWER not in [t.content for t in history]
+
+
+async def test_a_draft_nobody_decides_on_is_handed_off(tmp_path: Path) -> None:
+    config = _drafting(StoreConfig(path=str(tmp_path / "parley.db")), expire_minutes=0)
+    async with Service(config, ScriptedBackend(ANSWER), build_store(config)) as service:
+        staff = StaffChannel(service)
+        chat, draft = await _asked(service, staff, "Can I get a refund?")
+        assert await service.reviews.expire("memory") == 1
+        ((_, reply),) = chat.resumed
+        assert await reply.wait() == HANDOFF
+        late = await service.decide(draft.id, "approve", STAFF)
+        assert not late.ok and "already expired" in late.message
+
+
+async def test_a_draft_is_decided_after_a_restart(store_config: StoreConfig) -> None:
+    config = _drafting(store_config)
+    async with Service(config, ScriptedBackend(ANSWER), build_store(config)) as service:
+        _, draft = await _asked(service, StaffChannel(service), "Where are my invoices?")
+    # Another process (a restart, or another replica) takes the click.
+    async with Service(config, ScriptedBackend("unused"), build_store(config)) as service:
+        chat = MemoryAdapter(service, durable=True)
+        assert (await service.decide(draft.id, "approve", STAFF)).ok
+        ((event, reply),) = chat.resumed
+        assert draft.event is not None and event.message_id == draft.event.message_id
+        assert await reply.wait() == ANSWER
+
+
+async def test_without_a_review_channel_drafts_are_kept_not_posted(tmp_path: Path) -> None:
+    config = _drafting(StoreConfig(path=str(tmp_path / "parley.db")))
+    async with Service(config, ScriptedBackend(ANSWER), build_store(config)) as service:
+        chat = MemoryAdapter(service, durable=True)
+        reply = chat.send("Where are my invoices?")
+        await chat.drain()
+        assert reply.outcome is Outcome.SHADOWED and reply.text is None
+        (kept,) = await service.store.drafts()
+        assert kept.state == "shadow"

@@ -64,6 +64,8 @@ class Outcome(Enum):
     LOOP_STOPPED = "loop_stopped"
     #: Answered for the team only (policy ``autonomy = "shadow"``): nothing was posted.
     SHADOWED = "shadowed"
+    #: Answered into a draft for staff to approve (``autonomy = "draft"``).
+    DRAFTED = "drafted"
 
 
 @dataclass

@@ -5,6 +5,7 @@ don't-knows in a row. While a conversation is handed off the bot stays quiet the
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from bot.config import HandoffConfig
@@ -40,9 +41,10 @@ class Handoffs:
         return bool(said) and said[-1].status == "dont_know"
 
     def is_staff(self, event: Event) -> bool:
-        return event.user in self.config.staff_users or any(
-            r in self.config.staff_roles for r in event.roles
-        )
+        return self.is_staff_member(event.user, event.roles)
+
+    def is_staff_member(self, user: str, roles: Iterable[str] = ()) -> bool:
+        return user in self.config.staff_users or any(r in self.config.staff_roles for r in roles)
 
     async def active(self, key: ConversationKey) -> bool:
         """Whether ``key`` is with a person now; a handoff quiet for too long ends here."""

@@ -43,6 +43,18 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.drafts = Counter(
+            "parley_drafts",
+            "Answers for staff: shadow, pending, and what staff made of them",
+            ["state"],
+            registry=r,
+        )
+        self.draft_decision = Histogram(
+            "parley_draft_decision_seconds",
+            "From a draft's posting for review to staff's decision",
+            buckets=(10, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "parley_queue_depth", "Messages waiting or being answered", registry=r
         )

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from bot.config import Config, load_config
@@ -40,9 +39,11 @@ from bot.core.handoff import Handoffs
 from bot.core.metrics import Metrics
 from bot.core.policy import Decision, Policy
 from bot.core.ratelimit import RateLimiter
+from bot.core.recovery import Recovery, Resume, lease_key
 from bot.core.reply import Reply, Tracked, Unseen, reply_id
+from bot.core.review import Action, Decided, PostForReview, Reviews
 from bot.core.text import cut
-from bot.core.wording import BUSY, HELP, TOO_LATE, TOO_LONG
+from bot.core.wording import BUSY, HELP, TOO_LONG
 from bot.errors import Busy, ConfigError, StoreError
 from bot.events import ConversationKey, Event, Rating
 from bot.generation.base import Backend
@@ -55,10 +56,6 @@ __all__ = ["Admission", "Outcome", "Resume", "Service"]
 
 log = logging.getLogger(__name__)
 
-#: Builds the reply that answers an event after a restart: (event, id of the message its answer
-#: was already posted in, or '').
-Resume = Callable[[Event, str], Awaitable[Reply]]
-
 
 @dataclass(frozen=True, slots=True)
 class Admission:
@@ -68,10 +65,6 @@ class Admission:
     outcome: Outcome | None
     decision: Decision | None = None
     durable: bool = False
-
-
-def _lease(marker: str) -> str:
-    return f"lease/{marker}"
 
 
 class Service:
@@ -115,10 +108,20 @@ class Service:
         self._started = False
         #: Platforms whose events are durable, and how each resumes one (resumable()).
         self.resumers: dict[str, Resume] = {}
+        self.reviews = Reviews(config.review, store, self.handoffs, self.metrics, self.resumers)
         #: Durable events being answered by this process (recover() leaves them be).
         self._answering: set[str] = set()
         #: How long the lease of an answer in progress lasts unless renewed.
         self.lease_seconds = config.store.lock_ttl
+        self.recovery = Recovery(
+            config.limits,
+            store,
+            self.resumers,
+            self._answering,
+            self.lease_seconds,
+            self._recovered,
+            self._inbox,
+        )
         self.admission = Gate(
             [
                 (
@@ -174,7 +177,7 @@ class Service:
         # Answers cut short stay in the inbox; their leases go, so the restart takes them at
         # once rather than when the leases lapse.
         for marker in list(self._answering):
-            await self._inbox(self.store.release(_lease(marker)))
+            await self._inbox(self.store.release(lease_key(marker)))
         await self.backend.close()
         await self.store.close()
 
@@ -246,6 +249,9 @@ class Service:
         self.metrics.events.labels(event.platform, outcome.value).inc()
         return outcome, answer
 
+    async def _recovered(self, event: Event, reply: Reply) -> None:
+        await self.answer(event, reply, recovered=True)
+
     async def admit(self, event: Event, recovered: bool = False) -> Admission:
         """Whether ``event`` is answered at all (the admission stretch of the gate); one that
         is, on a durable platform, is taken into the inbox first, so that a crash before its
@@ -263,40 +269,35 @@ class Service:
         text, was_cut = cut(ticket.text, limit)
         notes = [TOO_LONG.format(limit=limit)] if was_cut else []
         settings = ticket.decision.settings
-        # In shadow, the answer is written for the team and the customer is shown nothing.
-        shadow = settings.autonomy == "shadow"
-        reply = Unseen() if shadow else ticket.reply
+        mode = settings.autonomy
+        if mode == "draft" and not self.reviews.can_review(ticket.event.platform):
+            # Nowhere to show staff a draft: keep it to read rather than answer unchecked.
+            log.warning(
+                "no staff review channel on %s: drafts kept as shadow answers",
+                ticket.event.platform,
+            )
+            mode = "shadow"
+        # A draft or a shadow answer is written for the team: the customer is shown nothing.
+        reply = Unseen() if mode != "auto" else ticket.reply
         try:
             done = self.conversations.submit(
-                ticket.event, text, reply, notes, settings, record=not shadow
+                ticket.event, text, reply, notes, settings, record=mode == "auto"
             )
         except Busy:
-            await reply.fail(BUSY)
+            await ticket.reply.fail(BUSY)
             return Outcome.BUSY, None
         answer = await asyncio.shield(done)
-        if isinstance(reply, Unseen):
-            await self._keep_draft(ticket.event, text, reply, answer)
-            return Outcome.SHADOWED, answer
-        return Outcome.ANSWERED, answer
-
-    async def _keep_draft(
-        self, event: Event, question: str, written: Unseen, answer: Answer
-    ) -> None:
-        """Keep a shadow answer for `parley report`; nothing of it was shown to anyone."""
-        if answer.outcome in ("failed", "busy"):
-            return
-        draft = Draft(
-            uuid.uuid4().hex, str(event.key), question, written.text, "shadow", datetime.now(UTC)
-        )
-        try:
-            await self.store.add_draft(draft)
-        except StoreError:
-            log.exception("cannot keep a shadow answer in %s", event.key)
-            self.metrics.errors.labels("store").inc()
+        if not isinstance(reply, Unseen):
+            return Outcome.ANSWERED, answer
+        if mode == "draft":
+            await self.reviews.propose(ticket.event, text, reply, answer, ticket.reply)
+            return Outcome.DRAFTED, answer
+        await self.reviews.keep(ticket.event, text, reply, answer)
+        return Outcome.SHADOWED, answer
 
     async def _take_lease(self, marker: str) -> bool:
         try:
-            return await self.store.claim(_lease(marker), self.lease_seconds)
+            return await self.store.claim(lease_key(marker), self.lease_seconds)
         except StoreError:
             log.exception("cannot take the lease of %s", marker)
             return True  # answer it; only its recovery after a crash is at risk
@@ -306,7 +307,7 @@ class Service:
         it lapse within ``store.lock_ttl``, and the others' recovery takes the entry then."""
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
-            await self._inbox(self.store.extend(_lease(marker), self.lease_seconds))
+            await self._inbox(self.store.extend(lease_key(marker), self.lease_seconds))
 
     def reload_policy(self, path: str | None = None) -> str | None:
         """Re-read the policy from the config file; on an error keep the old one and say why."""
@@ -336,57 +337,45 @@ class Service:
 
     async def keep_recovering(self, platform: str) -> None:
         """:meth:`recover` now, and again every ``store.lock_ttl`` until cancelled: an entry
-        left by a process that died while answering it is taken once its lease lapses."""
+        left by a process that died while answering it is taken once its lease lapses. Drafts
+        staff left too long are handed off on the same beat."""
         while True:
             try:
                 await self.recover(platform)
             except Exception:
                 log.exception("recovering the questions left unanswered failed")
+            try:
+                await self.reviews.expire(platform)
+            except Exception:
+                log.exception("handing off the drafts nobody decided on failed")
             await asyncio.sleep(self.lease_seconds)
 
+    def reviewing(self, platform: str, post: PostForReview) -> None:
+        """``platform`` shows drafts to staff: ``post(draft)`` puts one in its review channel."""
+        self.reviews.reviewing(platform, post)
+
+    async def decide(
+        self,
+        draft_id: str,
+        action: Action,
+        user: str,
+        roles: Iterable[str] = (),
+        text: str = "",
+        name: str = "",
+    ) -> Decided:
+        """A staff member's decision on a draft (``bot.core.review``)."""
+        return await self.reviews.decide(draft_id, action, user, roles, text, name)
+
+    async def draft(self, draft_id: str) -> Draft | None:
+        return await self.store.draft(draft_id)
+
+    def is_staff(self, user: str, roles: Iterable[str] = ()) -> bool:
+        return self.handoffs.is_staff_member(user, roles)
+
     async def recover(self, platform: str) -> int:
-        """Answer ``platform``'s events taken in but not answered when the service last stopped
-        (a crash, a kill, a deploy): oldest first, at most ``limits.recover_per_minute`` a
-        minute; those older than ``limits.recover_within_minutes`` get an apology instead.
-        Returns how many were answered or apologised to."""
-        resume = self.resumers[platform]
-        limits = self.config.limits
-        try:
-            waiting = [w for w in await self.store.inbox_waiting() if w.event.platform == platform]
-        except StoreError:
-            log.exception("cannot read the inbox: questions asked before the restart wait")
-            return 0
-        done = 0
-        for entry in waiting:
-            event = entry.event
-            if event.marker in self._answering:
-                continue  # delivered again since the restart, and being answered
-            # Whoever holds its lease (a replica answering it, or recovering it) is alive: it is
-            # theirs. One answered meanwhile (delivered again, caught up with) is left alone.
-            try:
-                if not await self.store.claim(_lease(event.marker), self.lease_seconds):
-                    continue
-                if await self.store.inbox_state(event.marker) in (None, "answered"):
-                    await self.store.release(_lease(event.marker))
-                    continue
-            except StoreError:
-                log.exception("cannot claim %s for recovery", event.marker)
-                continue
-            if done and limits.recover_per_minute > 0:
-                await asyncio.sleep(60.0 / limits.recover_per_minute)
-            reply = await resume(event, entry.reply_id)
-            age = datetime.now(UTC) - entry.received_at
-            if limits.recover_within_minutes > 0 and age > timedelta(
-                minutes=limits.recover_within_minutes
-            ):
-                log.info("apologising for %s, taken in %s ago", event.marker, age)
-                await reply.finish(TOO_LATE)
-                await self._inbox(self.store.inbox_mark(event.marker, "answered", reply_id(reply)))
-            else:
-                log.info("answering %s, taken in before the restart", event.marker)
-                await self.answer(event, reply, recovered=True)
-            done += 1
-        return done
+        """Answer ``platform``'s events left unanswered when the service last stopped
+        (``bot.core.recovery``); returns how many were answered or apologised to."""
+        return await self.recovery.recover(platform)
 
     # -- feedback ----------------------------------------------------------------------------
     async def feedback(

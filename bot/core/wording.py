@@ -43,3 +43,15 @@ TOO_LATE = (
     "Sorry, I couldn't answer this when you asked: I was restarting. If you still need help,"
     " please ask again."
 )
+
+# -- staff reviewing drafts (to the staff member who clicked) -----------------------------------
+NOT_STAFF = "Only the support team can approve, edit or reject the bot's answers."
+DRAFT_GONE = "This draft no longer exists."
+EMPTY_EDIT = "An edited answer needs some text."
+ALREADY_DECIDED = "This answer was already {state} by {who}."
+DECIDED = {
+    "approved": "Approved by {who} and posted.",
+    "edited": "Edited by {who} and posted.",
+    "rejected": "Rejected by {who}: the customer was handed to a person.",
+    "expired": "Nobody decided in time: the customer was handed to a person.",
+}

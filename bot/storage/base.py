@@ -32,8 +32,10 @@ Role = Literal["user", "assistant"]
 Status = Literal["complete", "partial", "failed", "dont_know"]
 #: An inbox entry's progress: taken in, being answered, answered (or given up on).
 InboxState = Literal["received", "answering", "answered"]
-#: What became of an answer written for the team rather than posted: "shadow", kept to read.
-DraftState = Literal["shadow"]
+#: What became of an answer written for the team rather than posted: "shadow", kept to read;
+#: "pending" staff review, then "approved" (posted as written), "edited" (posted as staff
+#: changed it), "rejected" (handed to a person) or "expired" (nobody decided in time).
+DraftState = Literal["shadow", "pending", "approved", "edited", "rejected", "expired"]
 #: Answered inbox entries are kept this long (seconds), then dropped.
 INBOX_KEEP = 86400.0
 
@@ -88,6 +90,12 @@ class Draft:
     answer: str
     state: DraftState
     created_at: datetime
+    #: The customer's message, to answer in its place once approved (pending drafts).
+    event: Event | None = None
+    decided_by: str = ""
+    decided_at: datetime | None = None
+    #: What was posted: the answer, or staff's edit of it.
+    posted: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +226,15 @@ class Store(ABC):
     @abstractmethod
     async def drafts(self) -> list[Draft]:
         """Every draft kept, oldest first."""
+
+    @abstractmethod
+    async def draft(self, draft_id: str) -> Draft | None: ...
+
+    @abstractmethod
+    async def decide_draft(
+        self, draft_id: str, state: DraftState, by: str, posted: str = ""
+    ) -> bool:
+        """Settle a pending draft; False when it is not pending (someone decided first)."""
 
     def conversation_lock(
         self, key: ConversationKey

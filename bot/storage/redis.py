@@ -49,19 +49,15 @@ from bot.errors import StoreError
 from bot.events import ConversationKey, Event
 from bot.storage.base import (
     INBOX_KEEP,
-    Draft,
     InboxState,
-    Rated,
     Rating,
-    Recorded,
     Role,
     Status,
-    Store,
-    Transcript,
     Turn,
     Waiting,
 )
 from bot.storage.redis_lua import SCRIPTS
+from bot.storage.redis_records import RedisRecords
 
 __all__ = ["RedisStore", "mask_url"]
 
@@ -90,7 +86,7 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-class RedisStore(Store):
+class RedisStore(RedisRecords):
     def __init__(
         self,
         url: str,
@@ -241,64 +237,6 @@ class RedisStore(Store):
             [self._key("conv", key), self._key("start", key), self._key("fence", key)],
             [self._token(key), marker],
         )
-
-    async def transcripts(self) -> list[Transcript]:
-        redis = self._redis()
-        head = self._key("conv", "")
-        found = []
-        async for name in redis.scan_iter(match=f"{head}*", count=500):
-            rows = await self._do(redis.lrange(name, 0, -1))
-            turns = []
-            for row in rows:
-                data = json.loads(row)
-                created = datetime.fromtimestamp(data["created_at"], UTC)
-                status = data.get("status", "complete")
-                message_id = data.get("message_id", "")
-                turns.append(Recorded(data["role"], data["content"], created, status, message_id))
-            found.append(Transcript(name[len(head) :], tuple(turns)))
-        return sorted(found, key=lambda transcript: transcript.conversation)
-
-    async def ratings(self) -> list[Rated]:
-        stored = await self._do(self._redis().hgetall(f"{self.prefix}feedback"))
-        found = []
-        for field, value in stored.items():
-            conversation, reply_id, _ = json.loads(field)
-            data = json.loads(value)
-            created = datetime.fromtimestamp(data["created_at"], UTC)
-            found.append(Rated(conversation, reply_id, data["rating"], data["question"], created))
-        return sorted(found, key=lambda rated: rated.created_at)
-
-    async def handoffs_started(self) -> list[datetime]:
-        rows = await self._do(self._redis().lrange(f"{self.prefix}handoffs", 0, -1))
-        return [datetime.fromtimestamp(json.loads(row)["started_at"], UTC) for row in rows]
-
-    async def add_draft(self, draft: Draft) -> None:
-        value = {
-            "conversation": draft.conversation,
-            "question": draft.question,
-            "answer": draft.answer,
-            "state": draft.state,
-            "created_at": draft.created_at.timestamp(),
-        }
-        await self._do(self._redis().hset(f"{self.prefix}drafts", draft.id, json.dumps(value)))
-
-    async def drafts(self) -> list[Draft]:
-        stored = await self._do(self._redis().hgetall(f"{self.prefix}drafts"))
-        found = []
-        for ident, value in stored.items():
-            data = json.loads(value)
-            created = datetime.fromtimestamp(data["created_at"], UTC)
-            found.append(
-                Draft(
-                    str(ident),
-                    data["conversation"],
-                    data["question"],
-                    data["answer"],
-                    data["state"],
-                    created,
-                )
-            )
-        return sorted(found, key=lambda draft: (draft.created_at, draft.id))
 
     async def claim(self, marker: str, ttl: float) -> bool:
         taken = await self._do(

@@ -88,6 +88,24 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 return {taken, tostring(wait), first}
 """
 
+# KEYS: drafts. ARGV: id, state, decided by, now, posted text. 1 when the draft was pending.
+DECIDE_DRAFT = """
+local value = redis.call('HGET', KEYS[1], ARGV[1])
+if not value then
+  return 0
+end
+local draft = cjson.decode(value)
+if draft['state'] ~= 'pending' then
+  return 0
+end
+draft['state'] = ARGV[2]
+draft['decided_by'] = ARGV[3]
+draft['decided_at'] = tonumber(ARGV[4])
+draft['posted'] = ARGV[5]
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(draft))
+return 1
+"""
+
 #: Each script by the name ``RedisStore`` calls it by.
 SCRIPTS = {
     "append": APPEND,
@@ -96,4 +114,5 @@ SCRIPTS = {
     "renew": RENEW,
     "release": RELEASE,
     "take_token": TAKE_TOKEN,
+    "decide_draft": DECIDE_DRAFT,
 }

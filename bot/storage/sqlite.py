@@ -20,6 +20,7 @@ from bot.events import ConversationKey, Event
 from bot.storage.base import (
     INBOX_KEEP,
     Draft,
+    DraftState,
     InboxState,
     Rated,
     Rating,
@@ -31,69 +32,11 @@ from bot.storage.base import (
     Turn,
     Waiting,
 )
+from bot.storage.sqlite_schema import DRAFT_COLUMNS, SCHEMA, draft_from_row
 
 __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    conversation TEXT NOT NULL,
-    role TEXT NOT NULL,  -- user, assistant, or 'reset' (a marker: history starts after it)
-    content TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'complete',
-    user_id TEXT NOT NULL DEFAULT '',
-    message_id TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation, id);
-CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, checked_at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS messages_by_reply ON messages (message_id) WHERE role = 'assistant';
--- Conversations handed to a human; ended_at is NULL while the bot stays quiet there.
-CREATE TABLE IF NOT EXISTS handoffs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    conversation TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    ended_at REAL
-);
--- Deliveries already taken, so a platform's retry or redelivery is never answered twice.
-CREATE TABLE IF NOT EXISTS seen (marker TEXT PRIMARY KEY, expires_at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS handoffs_open ON handoffs (conversation) WHERE ended_at IS NULL;
--- Every addressed event, from when it is taken in until it is answered: what a restart after a
--- crash answers. reply_id: the message posted for its answer so far, which a restart edits.
-CREATE TABLE IF NOT EXISTS inbox (
-    marker TEXT PRIMARY KEY,
-    event TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'received',
-    reply_id TEXT NOT NULL DEFAULT '',
-    received_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS inbox_waiting ON inbox (received_at) WHERE state != 'answered';
--- Answers written for the team instead of posted (policy autonomy), with their question.
-CREATE TABLE IF NOT EXISTS drafts (
-    id TEXT PRIMARY KEY,
-    conversation TEXT NOT NULL,
-    question TEXT NOT NULL,
-    answer TEXT NOT NULL,
-    state TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
--- A rating of one bot answer, with what was asked and answered at the time.
-CREATE TABLE IF NOT EXISTS feedback (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    conversation TEXT NOT NULL,
-    reply_id TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    rating TEXT NOT NULL,
-    question TEXT NOT NULL,
-    answer TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    UNIQUE (conversation, reply_id, user_id)
-);
-"""
 
 
 class SQLiteStore(Store):
@@ -116,7 +59,7 @@ class SQLiteStore(Store):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(_SCHEMA)
+        db.executescript(SCHEMA)
         self._db = db
 
     async def close(self) -> None:
@@ -240,11 +183,12 @@ class SQLiteStore(Store):
             draft.answer,
             draft.state,
             draft.created_at.timestamp(),
+            draft.event.to_json() if draft.event is not None else "",
         )
         await self._run(
             lambda: self._conn().execute(
-                "INSERT INTO drafts (id, conversation, question, answer, state, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO drafts (id, conversation, question, answer, state, created_at,"
+                " event) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
         )
@@ -253,17 +197,34 @@ class SQLiteStore(Store):
         rows = await self._run(
             lambda: (
                 self._conn()
-                .execute(
-                    "SELECT id, conversation, question, answer, state, created_at FROM drafts"
-                    " ORDER BY created_at, id"
-                )
+                .execute(f"SELECT {DRAFT_COLUMNS} FROM drafts ORDER BY created_at, id")
                 .fetchall()
             )
         )
-        return [
-            Draft(ident, conversation, question, answer, state, datetime.fromtimestamp(ts, UTC))
-            for ident, conversation, question, answer, state, ts in rows
-        ]
+        return [draft_from_row(row) for row in rows]
+
+    async def draft(self, draft_id: str) -> Draft | None:
+        row = await self._run(
+            lambda: (
+                self._conn()
+                .execute(f"SELECT {DRAFT_COLUMNS} FROM drafts WHERE id = ?", (draft_id,))
+                .fetchone()
+            )
+        )
+        return draft_from_row(row) if row is not None else None
+
+    async def decide_draft(
+        self, draft_id: str, state: DraftState, by: str, posted: str = ""
+    ) -> bool:
+        row = (state, by, time.time(), posted, draft_id)
+        cursor = await self._run(
+            lambda: self._conn().execute(
+                "UPDATE drafts SET state = ?, decided_by = ?, decided_at = ?, posted = ?"
+                " WHERE id = ? AND state = 'pending'",
+                row,
+            )
+        )
+        return cursor.rowcount == 1
 
     async def claim(self, marker: str, ttl: float) -> bool:
         now = time.time()

@@ -221,6 +221,10 @@ class FakeDiscord:
         self._log: list[tuple[int, dict[str, Any]]] = []
         self._seq = 0
         self._limits: list[_RateLimit] = []
+        #: The modals the bot showed (their callback data), in order.
+        self.modals: list[dict[str, Any]] = []
+        self._interaction_messages: dict[str, str] = {}
+        self._interaction_kinds: dict[str, int] = {}
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -382,33 +386,72 @@ class FakeDiscord:
             (c for c in self.commands.get(GUILD_ID, []) if c["name"] == name),
             {"id": snowflake(), "name": name},
         )
+        data = {
+            "id": command["id"],
+            "name": name,
+            "type": 1,
+            "guild_id": GUILD_ID,
+            "options": [
+                {"name": key, "type": 3, "value": value} for key, value in (options or {}).items()
+            ],
+        }
+        return await self._interact(2, data, channel, author)
+
+    async def click(
+        self, message_id: str, custom_id: str, author: str = ALICE, roles: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """A button of the bot's message ``message_id`` pressed (a component interaction)."""
+        message = self.messages[message_id]
+        data = {"custom_id": custom_id, "component_type": 2}
+        return await self._interact(3, data, message["channel_id"], author, roles, message)
+
+    async def submit(
+        self,
+        custom_id: str,
+        values: dict[str, str],
+        author: str = ALICE,
+        roles: Sequence[str] = (),
+        message_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A modal the bot showed, filled in and submitted (``values``: text input → value)."""
+        data = {
+            "custom_id": custom_id,
+            "components": [
+                {"type": 1, "components": [{"type": 4, "custom_id": key, "value": value}]}
+                for key, value in values.items()
+            ],
+        }
+        message = self.messages[message_id] if message_id else None
+        channel = message["channel_id"] if message else CHANNEL_A
+        return await self._interact(5, data, channel, author, roles, message)
+
+    async def _interact(
+        self,
+        kind: int,
+        data: dict[str, Any],
+        channel: str,
+        author: str,
+        roles: Sequence[str] = (),
+        message: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         channel_data = (
             guild_payload()["threads"][0]
             if channel == THREAD_ID
             else _channel(channel, "general", parent=CATEGORY_ID)
         )
-        data: dict[str, Any] = {
+        payload: dict[str, Any] = {
             "id": snowflake(),
             "application_id": self.app_id,
-            "type": 2,
+            "type": kind,
             "token": "itoken-" + uuid.uuid4().hex,
             "version": 1,
-            "data": {
-                "id": command["id"],
-                "name": name,
-                "type": 1,
-                "guild_id": GUILD_ID,
-                "options": [
-                    {"name": key, "type": 3, "value": value}
-                    for key, value in (options or {}).items()
-                ],
-            },
+            "data": data,
             "guild_id": GUILD_ID,
             "channel_id": channel,
             "channel": channel_data,
             "member": {
                 "user": USERS[author],
-                "roles": [],
+                "roles": list(roles),
                 "permissions": "2147483647",
                 "joined_at": _now(),
                 "deaf": False,
@@ -423,8 +466,12 @@ class FakeDiscord:
             "context": 0,
             "attachment_size_limit": 8388608,
         }
-        await self.dispatch("INTERACTION_CREATE", data)
-        return data
+        if message is not None:
+            payload["message"] = _public(message)
+            self._interaction_messages[payload["token"]] = message["id"]
+        self._interaction_kinds[payload["token"]] = kind
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return payload
 
     async def drop(self, code: int = 4000) -> None:
         """Close every gateway connection as a network fault or Discord restart would."""
@@ -665,6 +712,7 @@ class FakeDiscord:
             "pinned": False,
             "type": 19 if reference else 0,
             "flags": 0,
+            "components": body.get("components", []),
             # What the fake received, for assertions (not part of Discord's payload).
             "allowed_mentions": body.get("allowed_mentions"),
             "edits": [],
@@ -686,6 +734,8 @@ class FakeDiscord:
     def _edit(self, message: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         if "content" in body:
             message["content"] = body["content"]
+        if "components" in body:
+            message["components"] = body["components"]
         message["edits"].append(body)
         message["edited_timestamp"] = _now()
         return _public(message)
@@ -696,7 +746,7 @@ class FakeDiscord:
         channel = self._interaction_channels.get(token, CHANNEL_A)
         interaction: dict[str, Any] = {
             "id": ident,
-            "type": 2,
+            "type": self._interaction_kinds.get(token, 2),
             "response_message_loading": kind == 5,
             "response_message_ephemeral": bool(data.get("flags", 0) & 64),
         }
@@ -709,6 +759,15 @@ class FakeDiscord:
             self.messages[f"original:{token}"]["callback"] = body
             interaction["response_message_id"] = message["id"]
             answer["resource"] = {"type": kind, **({"message": message} if kind == 4 else {})}
+        elif kind == 7 and token in self._interaction_messages:
+            # UPDATE_MESSAGE: the component's own message, edited.
+            message = self.messages[self._interaction_messages[token]]
+            self._edit(message, data)
+            interaction["response_message_id"] = message["id"]
+            answer["resource"] = {"type": kind, "message": _public(message)}
+        elif kind == 9:
+            self.modals.append(data)
+        await self._notify()
         return answer
 
 

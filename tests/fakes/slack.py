@@ -34,7 +34,14 @@ from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
 
-__all__ = ["Call", "FakeSlack", "event_body", "signed_headers"]
+__all__ = [
+    "Call",
+    "FakeSlack",
+    "block_action",
+    "event_body",
+    "signed_headers",
+    "view_submission",
+]
 
 T = TypeVar("T")
 TEAM = "T0000TEAM"
@@ -105,6 +112,8 @@ class Message:
     updates: int = 0
     user: str = BOT_USER
     ephemeral: bool = False
+    #: The message's Block Kit blocks, as last posted or updated.
+    blocks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def body(self) -> str:
@@ -124,6 +133,8 @@ class FakeSlack:
     #: Every delivery of an envelope: its id and ``retry_attempt``.
     deliveries: list[tuple[str, int]] = field(default_factory=list)
     connections: int = 0
+    #: The modals the bot opened (``views.open``), in order.
+    views: list[dict[str, Any]] = field(default_factory=list)
     _undelivered: list[dict[str, Any]] = field(default_factory=list)
     _redelivering: set[asyncio.Task[None]] = field(default_factory=set)
     _turn: int = 0
@@ -338,6 +349,7 @@ class FakeSlack:
             text=str(args.get("text") or ""),
             markdown=str(args.get("markdown_text") or "") + _chunk_text(args),
             streaming=streaming,
+            blocks=_blocks(args),
         )
         self.messages[message.ts] = message
         return message
@@ -369,8 +381,19 @@ class FakeSlack:
             message.markdown = str(args["markdown_text"])
         else:
             message.text, message.markdown = str(args.get("text") or ""), ""
+        if "blocks" in args:
+            message.blocks = _blocks(args)
         message.updates += 1
         return {"channel": message.channel, "ts": message.ts, "text": message.text}
+
+    def _views_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not args.get("trigger_id"):
+            return {"ok": False, "error": "invalid_trigger_id"}
+        view = args["view"]
+        view = json.loads(view) if isinstance(view, str) else dict(view)
+        view["id"] = "V" + uuid.uuid4().hex[:10].upper()
+        self.views.append(view)
+        return {"view": view}
 
     def _chat_delete(self, args: dict[str, Any]) -> dict[str, Any]:
         message = self._find(args)
@@ -413,6 +436,85 @@ class FakeSlack:
 
 class _Refused(Exception):
     pass
+
+
+def _blocks(args: dict[str, Any]) -> list[dict[str, Any]]:
+    blocks = args.get("blocks") or []
+    return json.loads(blocks) if isinstance(blocks, str) else list(blocks)
+
+
+def _user(ident: str) -> dict[str, str]:
+    return {
+        "id": ident,
+        "username": NAMES.get(ident, ident),
+        "name": NAMES.get(ident, ident),
+        "team_id": TEAM,
+    }
+
+
+def block_action(message: Message, action_id: str, user: str = ALICE) -> dict[str, Any]:
+    """The payload of a click on the button ``action_id`` of the bot's ``message``."""
+    (button,) = [
+        element
+        for block in message.blocks
+        if block.get("type") == "actions"
+        for element in block["elements"]
+        if element["action_id"] == action_id
+    ]
+    return {
+        "type": "block_actions",
+        "team": {"id": TEAM, "domain": "acme"},
+        "user": _user(user),
+        "api_app_id": "A0000APP1",
+        "token": "legacy-verification-token",
+        "trigger_id": f"{int(time.time())}.{uuid.uuid4().int % 10**12}",
+        "container": {
+            "type": "message",
+            "message_ts": message.ts,
+            "channel_id": message.channel,
+            "is_ephemeral": False,
+        },
+        "channel": {"id": message.channel, "name": "general"},
+        "message": {
+            "type": "message",
+            "user": BOT_USER,
+            "ts": message.ts,
+            "text": message.text,
+            "blocks": message.blocks,
+        },
+        "actions": [
+            {
+                "type": "button",
+                "action_id": action_id,
+                "block_id": "parley_draft",
+                "value": button.get("value", ""),
+                "text": button.get("text", {}),
+                "action_ts": new_ts(),
+            }
+        ],
+        "response_url": "https://hooks.slack.invalid/actions/T0000TEAM/1/x",
+    }
+
+
+def view_submission(
+    view: dict[str, Any], values: dict[str, str], user: str = ALICE
+) -> dict[str, Any]:
+    """The payload of the modal ``view`` submitted with ``values``: input block id → text
+    (each input's action id is its block's id, as Parley builds them)."""
+    state = {
+        block: {block: {"type": "plain_text_input", "value": value}}
+        for block, value in values.items()
+    }
+    return {
+        "type": "view_submission",
+        "team": {"id": TEAM, "domain": "acme"},
+        "user": _user(user),
+        "api_app_id": "A0000APP1",
+        "token": "legacy-verification-token",
+        "trigger_id": f"{int(time.time())}.{uuid.uuid4().int % 10**12}",
+        "view": {**view, "state": {"values": state}, "team_id": TEAM, "app_id": "A0000APP1"},
+        "response_urls": [],
+    }
 
 
 def _error(code: str) -> web.Response:

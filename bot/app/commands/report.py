@@ -60,6 +60,10 @@ class Report:
     #: Answers written in shadow (policy autonomy), not posted; the latest, newest first.
     shadowed: int = 0
     shadow: list[Draft] = field(default_factory=list)
+    #: Drafts for staff, by what became of them ("pending": not decided yet).
+    drafts: Counter[str] = field(default_factory=Counter)
+    #: The median time staff took to decide on a draft, in seconds (None: none decided).
+    decision_seconds: float | None = None
 
 
 def group(
@@ -130,9 +134,17 @@ async def build_report(
             if rated.rating == "down" and rated.question.strip():
                 asked.append(rated.question.strip())
     report.gaps = group(asked, encode)[:top]
-    shadow = [d for d in await store.drafts() if d.state == "shadow" and d.created_at >= since]
+    drafts = [d for d in await store.drafts() if d.created_at >= since]
+    shadow = [d for d in drafts if d.state == "shadow"]
     report.shadowed = len(shadow)
     report.shadow = shadow[::-1][:top]
+    report.drafts = Counter(d.state for d in drafts if d.state != "shadow")
+    waits = [
+        (d.decided_at - d.created_at).total_seconds()
+        for d in drafts
+        if d.decided_at is not None and d.state != "expired"
+    ]
+    report.decision_seconds = float(np.median(waits)) if waits else None
     return report
 
 
@@ -160,6 +172,12 @@ def format_report(report: Report) -> str:
         f"  👍 / 👎              {report.thumbs_up} / {report.thumbs_down}"
         f"  ({_rate(report.thumbs_up, rated)} positive)",
     ]
+    if report.drafts:
+        states = ("approved", "edited", "rejected", "expired", "pending")
+        counts = ", ".join(f"{report.drafts[state]} {state}" for state in states)
+        lines.append(f"  drafts for staff     {counts}")
+        if report.decision_seconds is not None:
+            lines.append(f"  time to decide       {report.decision_seconds / 60:.1f} min (median)")
     if report.shadowed:
         lines += [
             "",

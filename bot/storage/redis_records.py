@@ -1,0 +1,119 @@
+"""The Redis store's records of what happened, read back whole: transcripts, ratings and
+handoffs for ``parley report`` and ``parley export-training``, and the drafts staff review.
+``RedisStore`` (``redis.py``) keeps the connection and everything else."""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import abstractmethod
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+
+from bot.events import Event
+from bot.storage.base import Draft, DraftState, Rated, Recorded, Store, Transcript
+
+__all__ = ["RedisRecords"]
+
+T = TypeVar("T")
+
+
+class RedisRecords(Store):
+    prefix: str
+
+    @abstractmethod
+    def _redis(self) -> aioredis.Redis: ...
+
+    @abstractmethod
+    async def _do(self, call: Awaitable[T]) -> T: ...
+
+    @abstractmethod
+    def _key(self, kind: str, name: Any) -> str: ...
+
+    @abstractmethod
+    def _script(self, name: str, keys: list[str], args: list[Any]) -> Awaitable[Any]: ...
+
+    async def transcripts(self) -> list[Transcript]:
+        redis = self._redis()
+        head = self._key("conv", "")
+        found = []
+        async for name in redis.scan_iter(match=f"{head}*", count=500):
+            rows = await self._do(redis.lrange(name, 0, -1))
+            turns = []
+            for row in rows:
+                data = json.loads(row)
+                created = datetime.fromtimestamp(data["created_at"], UTC)
+                status = data.get("status", "complete")
+                message_id = data.get("message_id", "")
+                turns.append(Recorded(data["role"], data["content"], created, status, message_id))
+            found.append(Transcript(name[len(head) :], tuple(turns)))
+        return sorted(found, key=lambda transcript: transcript.conversation)
+
+    async def ratings(self) -> list[Rated]:
+        stored = await self._do(self._redis().hgetall(f"{self.prefix}feedback"))
+        found = []
+        for field, value in stored.items():
+            conversation, reply_id, _ = json.loads(field)
+            data = json.loads(value)
+            created = datetime.fromtimestamp(data["created_at"], UTC)
+            found.append(Rated(conversation, reply_id, data["rating"], data["question"], created))
+        return sorted(found, key=lambda rated: rated.created_at)
+
+    async def handoffs_started(self) -> list[datetime]:
+        rows = await self._do(self._redis().lrange(f"{self.prefix}handoffs", 0, -1))
+        return [datetime.fromtimestamp(json.loads(row)["started_at"], UTC) for row in rows]
+
+    async def add_draft(self, draft: Draft) -> None:
+        value = {
+            "conversation": draft.conversation,
+            "question": draft.question,
+            "answer": draft.answer,
+            "state": draft.state,
+            "created_at": draft.created_at.timestamp(),
+            "event": draft.event.to_json() if draft.event is not None else "",
+            "decided_by": "",
+            "decided_at": None,
+            "posted": "",
+        }
+        await self._do(self._redis().hset(f"{self.prefix}drafts", draft.id, json.dumps(value)))
+
+    async def drafts(self) -> list[Draft]:
+        stored = await self._do(self._redis().hgetall(f"{self.prefix}drafts"))
+        found = [_draft(str(ident), str(value)) for ident, value in stored.items()]
+        return sorted(found, key=lambda draft: (draft.created_at, draft.id))
+
+    async def draft(self, draft_id: str) -> Draft | None:
+        value = await self._do(self._redis().hget(f"{self.prefix}drafts", draft_id))
+        return _draft(draft_id, str(value)) if value is not None else None
+
+    async def decide_draft(
+        self, draft_id: str, state: DraftState, by: str, posted: str = ""
+    ) -> bool:
+        # Checked and set in one step on the server: two people clicking at once, on two
+        # replicas, settle it once.
+        decided = await self._script(
+            "decide_draft",
+            [f"{self.prefix}drafts"],
+            [draft_id, state, by, time.time(), posted],
+        )
+        return bool(decided)
+
+
+def _draft(ident: str, value: str) -> Draft:
+    data = json.loads(value)
+    decided = data.get("decided_at")
+    return Draft(
+        ident,
+        data["conversation"],
+        data["question"],
+        data["answer"],
+        data["state"],
+        datetime.fromtimestamp(data["created_at"], UTC),
+        Event.from_json(data["event"]) if data.get("event") else None,
+        data.get("decided_by", ""),
+        datetime.fromtimestamp(decided, UTC) if decided is not None else None,
+        data.get("posted", ""),
+    )

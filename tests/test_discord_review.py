@@ -1,0 +1,113 @@
+"""Drafts on Discord, with the unmodified discord.py client against the fake: the review
+message's buttons, the Edit modal, staff-only decisions, and a decision after a restart."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from bot.config import Config, HandoffConfig, PolicyConfig, ReviewConfig
+from bot.core.wording import HANDOFF, NOT_STAFF
+from tests import test_discord
+from tests.fakes.discord import ALICE, BOB, BOT_ID, CHANNEL_A, CHANNEL_B, SUPPORT_ROLE, FakeDiscord
+from tests.scripted import ScriptedBackend
+from tests.test_discord import MENTION, config_for, serving
+
+#: The fake Discord each test talks to (test_discord's fixture).
+fake = test_discord.fake
+
+ANSWER = "Open Settings, then Billing, then Invoices."
+NOTE = ReviewConfig().note
+
+
+def drafting(fake: FakeDiscord, tmp_path: Path) -> Config:
+    config = config_for(fake, tmp_path, review_channel=CHANNEL_B)
+    return dataclasses.replace(
+        config,
+        policy=PolicyConfig(autonomy="draft"),
+        handoff=HandoffConfig(staff_roles=[SUPPORT_ROLE]),
+    )
+
+
+def buttons_of(message: dict[str, Any]) -> dict[str, str]:
+    """A message's buttons: label → custom id."""
+    return {
+        button["label"]: button["custom_id"]
+        for row in message["components"]
+        for button in row["components"]
+    }
+
+
+async def _drafted(fake: FakeDiscord, question: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Ask; returns the customer's note message and the review message."""
+    asked = await fake.send_message(f"{MENTION} {question}", mentions=(BOT_ID,))
+    (note,) = await fake.wait_for(
+        lambda: [
+            m
+            for m in fake.sent(CHANNEL_A)
+            if m["content"] == NOTE and m["message_reference"]["message_id"] == asked["id"]
+        ]
+    )
+    (review,) = await fake.wait_for(
+        lambda: [m for m in fake.sent(CHANNEL_B) if question in m["content"]]
+    )
+    return note, review
+
+
+async def test_staff_edit_a_draft_in_a_modal_and_the_customer_gets_the_edit(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    async with serving(fake, tmp_path, ScriptedBackend(ANSWER), config=drafting(fake, tmp_path)):
+        note, review = await _drafted(fake, "where are my invoices?")
+        assert "where are my invoices?" in review["content"] and ANSWER in review["content"]
+        ids = buttons_of(review)
+        assert set(ids) == {"Approve", "Edit", "Reject"}
+
+        # A customer (no support role) pressing Approve is told no, privately; nothing moves.
+        await fake.click(review["id"], ids["Approve"], author=ALICE)
+        refusal = await fake.wait_for(
+            lambda: [m for m in fake.sent(CHANNEL_B) if m["content"] == NOT_STAFF]
+        )
+        assert refusal[0]["callback"]["data"]["flags"] & 64  # ephemeral
+        assert fake.messages[note["id"]]["content"] == NOTE
+
+        await fake.click(review["id"], ids["Edit"], author=BOB, roles=[SUPPORT_ROLE])
+        (modal,) = await fake.wait_for(lambda: fake.modals)
+        (field,) = modal["components"][0]["components"]
+        assert field["value"] == ANSWER  # the draft, to change
+        edited = "Billing > Invoices, top right. Each invoice has a PDF button."
+        await fake.submit(
+            modal["custom_id"],
+            {field["custom_id"]: edited},
+            author=BOB,
+            roles=[SUPPORT_ROLE],
+            message_id=review["id"],
+        )
+        # The note the customer saw becomes the answer; the review says who did what.
+        await fake.wait_for(lambda: fake.messages[note["id"]]["content"] == edited)
+        await fake.wait_for(
+            lambda: "Edited by Bob and posted." in fake.messages[review["id"]]["content"]
+        )
+        assert fake.messages[review["id"]]["components"] == []
+
+
+async def test_approve_and_reject_after_a_restart(fake: FakeDiscord, tmp_path: Path) -> None:
+    config = drafting(fake, tmp_path)
+    async with serving(fake, tmp_path, ScriptedBackend(ANSWER), config=config):
+        first_note, first = await _drafted(fake, "where are my invoices?")
+        second_note, second = await _drafted(fake, "can I have a refund?")
+        first_ids, second_ids = buttons_of(first), buttons_of(second)
+    # Another process takes the clicks: the drafts are in the store, not in memory.
+    async with serving(fake, tmp_path, ScriptedBackend("unused"), config=config):
+        await fake.click(first["id"], first_ids["Approve"], author=BOB, roles=[SUPPORT_ROLE])
+        await fake.wait_for(lambda: fake.messages[first_note["id"]]["content"] == ANSWER)
+        await fake.click(second["id"], second_ids["Reject"], author=BOB, roles=[SUPPORT_ROLE])
+        await fake.wait_for(lambda: HANDOFF in fake.messages[second_note["id"]]["content"])
+        await fake.wait_for(lambda: "Rejected by Bob" in fake.messages[second["id"]]["content"])
+        # A late second click on a decided draft changes nothing and says so, privately.
+        await fake.click(first["id"], first_ids["Reject"], author=BOB, roles=[SUPPORT_ROLE])
+        await fake.wait_for(
+            lambda: [m for m in fake.sent(CHANNEL_B) if "already approved by Bob" in m["content"]]
+        )
+        assert fake.messages[first_note["id"]]["content"] == ANSWER
