@@ -64,6 +64,8 @@ FINAL_CLOSE_CODES = {
 ANSWERABLE = (discord.MessageType.default, discord.MessageType.reply)
 
 RATINGS: dict[str, Rating] = {"👍": "up", "👎": "down"}
+#: A staff member's reaction that ends a handoff.
+RESOLVED = "✅"
 
 
 def enabled(config: Config) -> bool:
@@ -318,13 +320,25 @@ class DiscordAdapter:
             await self.review.on_interaction(interaction)
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
-        rating = RATINGS.get(str(payload.emoji))
         me = self.client.user
-        if rating is None or me is None or payload.user_id == me.id:
+        if me is None or payload.user_id == me.id:
             return
         channel = self.client.get_channel(payload.channel_id)
-        where, _, _ = place(channel, payload.channel_id)
-        scope = ConversationKey(PLATFORM, str(payload.guild_id or ""), where)
+        where, thread, _ = place(channel, payload.channel_id)
+        guild = str(payload.guild_id or "")
+        if str(payload.emoji) == RESOLVED:
+            # Staff mark a handed-off conversation done; the bot says it is back, there.
+            roles = [str(role.id) for role in getattr(payload.member, "roles", ())]
+            partial = self.client.get_partial_messageable(payload.channel_id)
+            reply = self._reply(ResumedSink(partial, payload.message_id))
+            key = ConversationKey(PLATFORM, guild, where, thread)
+            resolving = self.service.resolve(key, str(payload.user_id), roles, reply)
+            self._inflight.track(asyncio.create_task(resolving))
+            return
+        rating = RATINGS.get(str(payload.emoji))
+        if rating is None:
+            return
+        scope = ConversationKey(PLATFORM, guild, where)
         task = asyncio.create_task(
             self.service.feedback(scope, str(payload.message_id), str(payload.user_id), rating)
         )

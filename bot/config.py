@@ -14,6 +14,7 @@ import os
 import re
 import tomllib
 import typing
+import zoneinfo
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,6 +166,10 @@ class HandoffConfig:
     staff_roles: list[str] = field(default_factory=list)
     quiet_minutes: int = 120
     dont_knows_in_a_row: int = 2
+    #: When people answer: "09:00-17:00" on ``days`` in ``timezone`` ("": at any time).
+    hours: str = ""
+    days: list[str] = field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"])
+    timezone: str = "UTC"
 
 
 @dataclass(frozen=True)
@@ -336,11 +341,37 @@ def load_config(
     # The platforms' tables are built above, from their own classes.
     config = build(Config, data, source, unset={"source", "sections", "platforms"})
     validate_policy(config.policy, source, platforms)
+    check_hours(config.handoff, source)
     if config.model.repetition_penalty <= 0:
         raise ConfigError(f"{source}: 'model.repetition_penalty' must be above 0 (1 turns it off)")
     if config.knowledge.answer_sentences < 1:
         raise ConfigError(f"{source}: 'knowledge.answer_sentences' must be at least 1")
     return dataclasses.replace(config, sections=sections, platforms=platforms, source=source)
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HOURS = re.compile(r"([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)")
+
+
+def check_hours(config: HandoffConfig, source: str) -> None:
+    """Refuse support hours, days or a time zone that cannot be read, in one line."""
+    if config.hours and not (
+        (found := _HOURS.fullmatch(config.hours)) and found.group(1, 2) < found.group(3, 4)
+    ):
+        raise ConfigError(
+            f"{source}: 'handoff.hours' must look like \"09:00-17:00\" (start before end),"
+            f" not {config.hours!r}"
+        )
+    unknown = [day for day in config.days if day not in WEEKDAYS]
+    if unknown:
+        raise ConfigError(f"{source}: 'handoff.days' has {unknown[0]!r}; use {', '.join(WEEKDAYS)}")
+    try:
+        zoneinfo.ZoneInfo(config.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{source}: 'handoff.timezone' {config.timezone!r} is not a time zone"
+            ' (for example "Europe/Berlin" or "America/New_York")'
+        ) from None
 
 
 _ID_KINDS = {

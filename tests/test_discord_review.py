@@ -8,11 +8,22 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Config, HandoffConfig, PolicyConfig, ReviewConfig
-from bot.core.wording import HANDOFF, NOT_STAFF
+from bot.core.gate import Outcome
+from bot.core.wording import HANDOFF, NOT_STAFF, RESUMED
 from tests import test_discord
-from tests.fakes.discord import ALICE, BOB, BOT_ID, CHANNEL_A, CHANNEL_B, SUPPORT_ROLE, FakeDiscord
+from tests.fakes.discord import (
+    ALICE,
+    BOB,
+    BOT_ID,
+    CHANNEL_A,
+    CHANNEL_B,
+    GUILD_ID,
+    SUPPORT_ROLE,
+    USERS,
+    FakeDiscord,
+)
 from tests.scripted import ScriptedBackend
-from tests.test_discord import MENTION, config_for, serving
+from tests.test_discord import MENTION, config_for, outcome_of, serving
 
 #: The fake Discord each test talks to (test_discord's fixture).
 fake = test_discord.fake
@@ -111,3 +122,46 @@ async def test_approve_and_reject_after_a_restart(fake: FakeDiscord, tmp_path: P
             lambda: [m for m in fake.sent(CHANNEL_B) if "already approved by Bob" in m["content"]]
         )
         assert fake.messages[first_note["id"]]["content"] == ANSWER
+
+
+def _reaction(message: dict[str, Any], emoji: str, user: str, roles: list[str]) -> dict[str, Any]:
+    return {
+        "user_id": user,
+        "channel_id": message["channel_id"],
+        "message_id": message["id"],
+        "guild_id": GUILD_ID,
+        "emoji": {"id": None, "name": emoji},
+        "member": {
+            "user": USERS[user],
+            "roles": roles,
+            "joined_at": "2026-01-01T00:00:00+00:00",
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+        },
+        "type": 0,
+        "burst": False,
+    }
+
+
+async def test_staff_resolve_a_handoff_with_a_check_mark(fake: FakeDiscord, tmp_path: Path) -> None:
+    config = dataclasses.replace(
+        config_for(fake, tmp_path), handoff=HandoffConfig(staff_roles=[SUPPORT_ROLE])
+    )
+    async with serving(fake, tmp_path, ScriptedBackend(ANSWER), config=config) as (_, _, outcomes):
+        await fake.send_message(f"{MENTION} talk to a human", mentions=(BOT_ID,))
+        (handoff,) = await fake.wait_for(
+            lambda: [m for m in fake.sent(CHANNEL_A) if HANDOFF in m["content"]]
+        )
+        # A customer's ✅ does nothing: the conversation stays with a person.
+        await fake.dispatch("MESSAGE_REACTION_ADD", _reaction(handoff, "✅", ALICE, []))
+        quiet = await fake.send_message(f"{MENTION} hello?", mentions=(BOT_ID,))
+        assert await fake.wait_for(outcome_of(outcomes, quiet)) == [Outcome.HANDED_OFF]
+        # A staff member's gives it back to the bot, which says so there.
+        await fake.dispatch("MESSAGE_REACTION_ADD", _reaction(handoff, "✅", BOB, [SUPPORT_ROLE]))
+        (back,) = await fake.wait_for(
+            lambda: [m for m in fake.sent(CHANNEL_A) if m["content"] == RESUMED]
+        )
+        assert back["message_reference"]["message_id"] == handoff["id"]
+        await fake.send_message(f"{MENTION} where are my invoices?", mentions=(BOT_ID,))
+        await fake.wait_for(lambda: [m for m in fake.sent(CHANNEL_A) if m["content"] == ANSWER])

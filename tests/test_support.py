@@ -6,13 +6,18 @@ import asyncio
 import dataclasses
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from adapters.memory import MemoryAdapter
 from bot.app.commands.report import Gap, Report, build_report, format_report, group
-from bot.config import Config, HandoffConfig, LimitsConfig, StoreConfig
+from bot.config import Config, HandoffConfig, LimitsConfig, StoreConfig, load_config
+from bot.core.hours import next_opening
 from bot.core.service import Outcome, Service
 from bot.core.wording import HANDOFF, RESUMED
+from bot.errors import ConfigError
 from bot.events import ConversationKey
 from bot.storage import build_store
 from tests.scripted import ScriptedBackend
@@ -162,3 +167,60 @@ def test_the_report_groups_the_gaps_by_meaning_largest_first() -> None:
     text = format_report(Report(7, gaps=gaps))
     assert "Gaps in the knowledge base" in text
     assert "     4  how do i get a refund?\n        · can i get my money back\n" in text
+
+
+# -- support hours ---------------------------------------------------------------------------
+BERLIN_OFFICE = HandoffConfig(hours="09:00-17:00", timezone="Europe/Berlin")
+
+
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [
+        # A Saturday noon: Monday morning.
+        (datetime(2026, 12, 5, 12, 0, tzinfo=UTC), "2026-12-07 09:00"),
+        # A Wednesday, 10:00 in Berlin (09:00 UTC): open now.
+        (datetime(2026, 12, 9, 9, 0, tzinfo=UTC), None),
+        # A Wednesday, 08:30 in Berlin: the same morning.
+        (datetime(2026, 12, 9, 7, 30, tzinfo=UTC), "2026-12-09 09:00"),
+        # A Friday evening, 17:00 in Berlin: closed (the hours end at 17:00).
+        (datetime(2026, 12, 11, 16, 0, tzinfo=UTC), "2026-12-14 09:00"),
+    ],
+)
+def test_when_people_next_answer(now: datetime, expected: str | None) -> None:
+    opening = next_opening(BERLIN_OFFICE, now)
+    assert (f"{opening:%Y-%m-%d %H:%M}" if opening else None) == expected
+    assert next_opening(HandoffConfig(), now) is None  # no hours kept: always "now"
+
+
+async def test_a_handoff_outside_support_hours_says_when_a_person_can_answer(
+    tmp_path: Path,
+) -> None:
+    service, _ = await _service(tmp_path, hours="09:00-17:00", timezone="Europe/Berlin")
+    service.clock = lambda: datetime(2026, 12, 5, 12, 0, tzinfo=UTC)  # a Saturday
+    ask = MemoryAdapter(service).send("talk to a human")
+    text = await ask.wait()
+    assert text.startswith(HANDOFF) and ask.handed_off
+    assert "the first person can answer from Monday 09:00 (Europe/Berlin)." in text
+    service.clock = lambda: datetime(2026, 12, 9, 9, 0, tzinfo=UTC)  # a Wednesday morning
+    other = MemoryAdapter(service).send("talk to a human", channel="c2")
+    assert await other.wait() == HANDOFF
+    await service.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('hours = "9-5"', "'handoff.hours' must look like \"09:00-17:00\""),
+        ('hours = "17:00-09:00"', "(start before end)"),
+        ('days = ["monday"]', "'handoff.days' has 'monday'"),
+        ('timezone = "Berlin"', "'handoff.timezone' 'Berlin' is not a time zone"),
+    ],
+)
+def test_support_hours_that_cannot_be_read_are_one_line(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "parley.toml"
+    path.write_text(f"[handoff]\n{text}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert expected in str(caught.value) and "\n" not in str(caught.value)

@@ -45,6 +45,8 @@ COMMANDS = {
         for word in ("human", "resume", "reset", "help")
     },
     "agent": "human",
+    # Staff marking a handed-off conversation done gives it back to the bot.
+    **{f"{prefix}resolved": "resume" for prefix in ("", "!", "/")},
 }
 
 
@@ -257,7 +259,7 @@ class Lease:
 @dataclass
 class HandedOff:
     """A conversation a person has: the bot stays quiet (and keeps the transcript) until
-    staff say "resume"."""
+    staff say "resume" (or "resolved")."""
 
     handoffs: Handoffs
 

@@ -5,13 +5,14 @@ don't-knows in a row. While a conversation is handed off the bot stays quiet the
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 from bot.config import HandoffConfig
+from bot.core.hours import next_opening
 from bot.core.metrics import Metrics
 from bot.core.reply import HandsOff, Reply
-from bot.core.wording import HANDOFF, RESUMED, STORE_DOWN
+from bot.core.wording import HANDOFF, OUTSIDE_HOURS, RESUMED, STORE_DOWN
 from bot.errors import StoreError
 from bot.events import ConversationKey, Event
 from bot.storage.base import Store
@@ -22,10 +23,17 @@ log = logging.getLogger(__name__)
 
 
 class Handoffs:
-    def __init__(self, config: HandoffConfig, store: Store, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        config: HandoffConfig,
+        store: Store,
+        metrics: Metrics,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.config = config
         self.store = store
         self.metrics = metrics
+        self.clock = clock
 
     def asks_for_a_person(self, text: str) -> bool:
         lowered = " ".join(text.lower().split())
@@ -76,6 +84,10 @@ class Handoffs:
             await reply.fail(STORE_DOWN)
             return
         text = f"{lead}\n\n{HANDOFF}" if lead else HANDOFF
+        opening = next_opening(self.config, self.clock())
+        if opening is not None:
+            when = f"{opening:%A %H:%M} ({self.config.timezone})"
+            text = f"{text} {OUTSIDE_HOURS.format(when=when)}"
         await (reply.handoff(text) if isinstance(reply, HandsOff) else reply.finish(text))
 
     async def while_handed_off(self, event: Event, text: str, reply: Reply, resume: bool) -> bool:
@@ -90,6 +102,21 @@ class Handoffs:
             author = f"[staff {event.user_name or event.user}] " if self.is_staff(event) else ""
             await self.record_quietly(event, author + text)
         return False
+
+    async def resolve(
+        self, key: ConversationKey, user: str, roles: Iterable[str], reply: Reply
+    ) -> bool:
+        """Staff mark the conversation ``key`` done (a ✅): the bot is back and says so there.
+        False, and nothing shown, for anyone else or a conversation nobody was handed."""
+        if not self.is_staff_member(user, roles) or not await self.active(key):
+            return False
+        try:
+            await self.store.end_handoff(key)
+        except StoreError:
+            log.exception("cannot end the handoff of %s", key)
+            return False
+        await reply.finish(RESUMED)
+        return True
 
     async def record_quietly(self, event: Event, text: str) -> None:
         """Keep a message the bot does not answer in the transcript, if the store allows."""

@@ -79,7 +79,7 @@ class Service:
         self.backend = backend
         self.store = store
         self.metrics = Metrics()
-        self.handoffs = Handoffs(config.handoff, store, self.metrics)
+        self.handoffs = Handoffs(config.handoff, store, self.metrics, lambda: self.clock())
         self.conversations = ConversationManager(
             store,
             backend,
@@ -368,6 +368,12 @@ class Service:
 
     async def draft(self, draft_id: str) -> Draft | None:
         return await self.store.draft(draft_id)
+
+    async def resolve(
+        self, key: ConversationKey, user: str, roles: Iterable[str], reply: Reply
+    ) -> bool:
+        """Staff mark a handed-off conversation done: the bot answers there again."""
+        return await self.handoffs.resolve(key, user, roles, reply)
 
     def is_staff(self, user: str, roles: Iterable[str] = ()) -> bool:
         return self.handoffs.is_staff_member(user, roles)

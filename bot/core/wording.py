@@ -23,6 +23,8 @@ HANDOFF = (
     " I'll stay quiet in this conversation until then."
 )
 RESUMED = "Thanks, I'm back. Ask me anything else you need."
+#: Added to the handoff outside support hours ([handoff] hours).
+OUTSIDE_HOURS = "Our team is away right now; the first person can answer from {when}."
 
 # -- answering ----------------------------------------------------------------------------------
 APOLOGY = "Sorry, something went wrong while I was answering. Please try again in a moment."
