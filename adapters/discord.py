@@ -147,11 +147,11 @@ class DiscordAdapter:
         self._add_commands()
         # Questions taken in are answered after a crash or a kill: recovered on each start.
         service.resumable(PLATFORM, self._resume)
-        self.review: DiscordReview | None = None
+        # Staff's buttons: drafts to review (with a review channel), handoffs to claim.
+        self.review = DiscordReview(self.client, service, int(self.section.review_channel or 0))
         if self.section.review_channel:
-            self.review = DiscordReview(self.client, service, int(self.section.review_channel))
             service.reviewing(PLATFORM, self.review.post)
-            self.client.event(self.on_interaction)
+        self.client.event(self.on_interaction)
         self._recovering: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -316,8 +316,7 @@ class DiscordAdapter:
         self._inflight.start(event, self._reply(MessageSink(message)), self._handle)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        if self.review is not None:
-            await self.review.on_interaction(interaction)
+        await self.review.on_interaction(interaction)
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         me = self.client.user

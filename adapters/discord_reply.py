@@ -17,13 +17,40 @@ import discord
 from adapters.discord_split import LIMIT, split_message
 from adapters.throttled import ThrottledReply
 
-__all__ = ["NO_PINGS", "DiscordReply", "InteractionSink", "MessageSink", "ResumedSink", "Sink"]
+__all__ = [
+    "CLAIM_PREFIX",
+    "NO_PINGS",
+    "DiscordReply",
+    "InteractionSink",
+    "MessageSink",
+    "ResumedSink",
+    "Sink",
+    "claim_button",
+]
 
 log = logging.getLogger(__name__)
 
 NO_PINGS = discord.AllowedMentions.none()
 # Discord shows "typing…" for about 10 seconds after each trigger.
 TYPING_REFRESH = 8.0
+
+
+#: A Claim button's custom id: this and the conversation's key.
+CLAIM_PREFIX = "parley:claim:"
+
+
+def claim_button(conversation: str) -> discord.ui.View:
+    """The handoff's button: a staff member takes the conversation (and is named to the
+    customer)."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(
+        discord.ui.Button(
+            label="Claim",
+            style=discord.ButtonStyle.primary,
+            custom_id=CLAIM_PREFIX + conversation,
+        )
+    )
+    return view
 
 
 class Sink(Protocol):
@@ -144,21 +171,27 @@ class DiscordReply(ThrottledReply):
         if not self._helpers and not self._done.is_set():
             self._helpers.append(asyncio.create_task(self._type(), name="discord typing"))
 
-    async def handoff(self, text: str) -> None:
-        """Finish with ``text`` and a mention of the support team's roles, pinging only them."""
+    async def handoff(self, text: str, conversation: str) -> None:
+        """Finish with ``text`` and a mention of the support team's roles, pinging only them,
+        and a Claim button for the one who takes the conversation."""
         if not self.staff_roles:
             await self.finish(text)
-            return
-        await self._stop()
-        mentions = " ".join(f"<@&{role}>" for role in self.staff_roles)
-        allowed = discord.AllowedMentions(
-            everyone=False,
-            users=False,
-            roles=[discord.Object(id=role) for role in self.staff_roles],
-            replied_user=False,
-        )
-        async with self._lock:
-            await self._show(f"{text}\n\n{mentions}", final=True, allowed=allowed)
+        else:
+            await self._stop()
+            mentions = " ".join(f"<@&{role}>" for role in self.staff_roles)
+            allowed = discord.AllowedMentions(
+                everyone=False,
+                users=False,
+                roles=[discord.Object(id=role) for role in self.staff_roles],
+                replied_user=False,
+            )
+            async with self._lock:
+                await self._show(f"{text}\n\n{mentions}", final=True, allowed=allowed)
+        if self.posted:
+            try:
+                await self.posted[-1].edit(view=claim_button(conversation))
+            except discord.HTTPException as exc:
+                log.warning("cannot add the Claim button to a handoff: %s", exc)
 
     @property
     def message_id(self) -> str:

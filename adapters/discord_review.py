@@ -1,5 +1,6 @@
-"""Drafts on Discord (policy ``autonomy = "draft"``): each waits in ``discord.review_channel``
-with Approve, Edit and Reject buttons; Edit opens a modal holding the answer to change.
+"""Staff's buttons on Discord. Drafts (policy ``autonomy = "draft"``) wait in
+``discord.review_channel`` with Approve, Edit and Reject; Edit opens a modal holding the answer
+to change. A handoff's Claim button lets one staff member take the conversation.
 
 Clicks and modal submits are taken from ``on_interaction`` by their custom ids, not from a view
 kept in memory, so a draft posted before a restart (or by another replica) is still decided.
@@ -16,7 +17,7 @@ from typing import Any
 
 import discord
 
-from adapters.discord_reply import NO_PINGS
+from adapters.discord_reply import CLAIM_PREFIX, NO_PINGS
 from bot.core.review import Action, Decided, Draft
 from bot.core.service import Service
 from bot.core.wording import DRAFT_GONE, NOT_STAFF
@@ -61,9 +62,10 @@ def buttons(draft_id: str) -> discord.ui.View:
 
 
 class DiscordReview:
-    def __init__(self, client: discord.Client, service: Service, channel_id: int) -> None:
+    def __init__(self, client: discord.Client, service: Service, channel_id: int = 0) -> None:
         self.client = client
         self.service = service
+        #: Where drafts wait for staff (0: nowhere; only handoffs' Claim buttons are handled).
         self.channel_id = channel_id
 
     async def post(self, draft: Draft) -> None:
@@ -77,7 +79,9 @@ class DiscordReview:
         data: Any = interaction.data or {}
         custom_id = str(data.get("custom_id", ""))
         kind = interaction.type
-        if kind is discord.InteractionType.component and (match := _BUTTON.fullmatch(custom_id)):
+        if kind is discord.InteractionType.component and custom_id.startswith(CLAIM_PREFIX):
+            await self._claim(interaction, custom_id.removeprefix(CLAIM_PREFIX))
+        elif kind is discord.InteractionType.component and (match := _BUTTON.fullmatch(custom_id)):
             action: Any = match.group(1)
             await self._clicked(interaction, action, match.group(2))
         elif kind is discord.InteractionType.modal_submit and (match := _EDIT.fullmatch(custom_id)):
@@ -108,6 +112,14 @@ class DiscordReview:
             )
         )
         await interaction.response.send_modal(modal)
+
+    async def _claim(self, interaction: discord.Interaction, conversation: str) -> None:
+        """A staff member takes a handed-off conversation: the handoff message, which the
+        customer sees, names them and loses its button."""
+        user, roles = _who(interaction)
+        name = interaction.user.display_name
+        taken, line = await self.service.claim(conversation, user, roles, name)
+        await self._show(interaction, Decided(taken, line))
 
     async def _edited(self, interaction: discord.Interaction, draft_id: str, text: str) -> None:
         await self._show(interaction, await self._decide(interaction, draft_id, "edit", text))

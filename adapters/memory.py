@@ -40,7 +40,7 @@ class MemoryReply:
         self.text = text
         self.finished.set()
 
-    async def handoff(self, text: str) -> None:
+    async def handoff(self, text: str, conversation: str = "") -> None:
         self.handed_off = True
         await self.finish(text)
 

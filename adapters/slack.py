@@ -53,6 +53,8 @@ COMMAND = "/parley"
 # Messages people write; edits, deletions, joins and bot posts are not questions.
 ANSWERABLE_SUBTYPES = {None, "file_share", "thread_broadcast"}
 RATINGS: dict[str, Rating] = {"+1": "up", "thumbsup": "up", "-1": "down", "thumbsdown": "down"}
+#: A staff member's reaction that ends a handoff (✅).
+RESOLVED = "white_check_mark"
 _SEEN_EVENTS = 10_000
 
 
@@ -135,8 +137,9 @@ class SlackAdapter:
         self.app.command(COMMAND)(self.on_command)
         # Questions taken in are answered after a crash or a kill: recovered on each start.
         service.resumable(PLATFORM, self._resume)
+        # Staff's buttons: drafts to review (with a review channel), handoffs to claim.
+        review = SlackReview(self.app, self.client, service, self.section.review_channel)
         if self.section.review_channel:
-            review = SlackReview(self.app, self.client, service, self.section.review_channel)
             service.reviewing(PLATFORM, review.post)
         self._recovering: asyncio.Task[None] | None = None
 
@@ -304,20 +307,38 @@ class SlackAdapter:
         return self._names
 
     async def on_reaction(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        rating = RATINGS.get(str(event.get("reaction", "")).split("::")[0])
+        reaction = str(event.get("reaction", "")).split("::")[0]
+        rating = RATINGS.get(reaction)
         item = event.get("item") or {}
         user = str(event.get("user", ""))
-        if rating is None or item.get("type") != "message" or user == self.bot_user:
+        if item.get("type") != "message" or user == self.bot_user:
             return
-        if not self._first_delivery(body):
+        if (rating is None and reaction != RESOLVED) or not self._first_delivery(body):
             return
         team = str(body.get("team_id") or self.team)
+        if rating is None:  # ✅
+            self._inflight.track(asyncio.ensure_future(self._resolve(team, item, user)))
+            return
         scope = ConversationKey(PLATFORM, team, str(item.get("channel", "")))
         self._inflight.track(
             asyncio.ensure_future(
                 self.service.feedback(scope, str(item.get("ts", "")), user, rating)
             )
         )
+
+    async def _resolve(self, team: str, item: dict[str, Any], user: str) -> None:
+        """A staff member's ✅ in a handed-off thread gives it back to the bot. A reaction
+        names the message, not its thread: Slack says which thread it is in."""
+        channel, ts = str(item.get("channel", "")), str(item.get("ts", ""))
+        try:
+            found = await self.client.conversations_replies(channel=channel, ts=ts, limit=1)
+            messages = found.get("messages") or [{}]
+            thread = str(messages[0].get("thread_ts") or ts)
+        except SlackApiError as exc:
+            log.warning("Slack: cannot find the thread of a reaction: %s", exc)
+            return
+        key = ConversationKey(PLATFORM, team, channel, thread)
+        await self.service.resolve(key, user, (), self._reply(Place(team, channel, thread, user)))
 
     async def on_command(
         self, ack: Callable[..., Awaitable[None]], command: dict[str, Any]

@@ -31,7 +31,16 @@ from adapters.discord_split import split_message
 from adapters.slack_format import escape, to_mrkdwn
 from adapters.throttled import ThrottledReply
 
-__all__ = ["PLACEHOLDER", "STREAM_LIMIT", "UPDATE_LIMIT", "EphemeralReply", "Place", "SlackReply"]
+__all__ = [
+    "CLAIM_ACTION",
+    "PLACEHOLDER",
+    "STREAM_LIMIT",
+    "UPDATE_LIMIT",
+    "EphemeralReply",
+    "Place",
+    "SlackReply",
+    "claim_blocks",
+]
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +101,19 @@ class SlackReply(ThrottledReply):
         if not self.streaming and not self.posted:
             await self._post(PLACEHOLDER, mrkdwn=True)
 
-    async def handoff(self, text: str) -> None:
-        """Finish with ``text``, then mention the support team: the only ping the bot makes."""
+    async def handoff(self, text: str, conversation: str) -> None:
+        """Finish with ``text``, then mention the support team (the only ping the bot makes)
+        with a Claim button for the one who takes the conversation."""
         await self.finish(text)
         if self.staff:
-            await self._post(self.staff, mrkdwn=True)
+            sent = await self.client.chat_postMessage(
+                channel=self.place.channel,
+                thread_ts=self.place.thread_ts,
+                text=self.staff,
+                blocks=claim_blocks(self.staff, conversation),
+            )
+            self.posted.append(str(sent["ts"]))
+            self.shown.append(self.staff)
 
     async def _show(self, text: str, final: bool) -> None:
         if self.streaming:
@@ -208,6 +225,25 @@ class SlackReply(ThrottledReply):
         self.posted.append(await self._send(text, mrkdwn))
         self.shown.append(text)
         await self._posted()
+
+
+#: A Claim button's action id; its value is the conversation's key.
+CLAIM_ACTION = "parley_claim"
+
+
+def claim_blocks(ping: str, conversation: str, claimed: str = "") -> list[dict[str, Any]]:
+    """The staff ping: the mention, then a Claim button, or once claimed, who took it."""
+    shown: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": ping}}]
+    if claimed:
+        return [*shown, {"type": "context", "elements": [{"type": "mrkdwn", "text": claimed}]}]
+    button = {
+        "type": "button",
+        "action_id": CLAIM_ACTION,
+        "text": {"type": "plain_text", "text": "Claim"},
+        "style": "primary",
+        "value": conversation,
+    }
+    return [*shown, {"type": "actions", "block_id": CLAIM_ACTION, "elements": [button]}]
 
 
 class EphemeralReply:

@@ -1,6 +1,7 @@
-"""Drafts on Slack (policy ``autonomy = "draft"``): each waits in ``slack.review_channel`` as
-Block Kit, the draft above Approve, Edit and Reject buttons; Edit opens a modal holding the
-answer to change.
+"""Staff's buttons on Slack. Drafts (policy ``autonomy = "draft"``) wait in
+``slack.review_channel`` as Block Kit, the draft above Approve, Edit and Reject buttons; Edit
+opens a modal holding the answer to change. A handoff's Claim button lets one staff member
+take the conversation.
 
 The buttons carry the draft's id, so a click on a draft posted before a restart (or by another
 replica) is still decided: who may decide, and what a decision does, is the core's
@@ -21,6 +22,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.markdown import escape_mrkdwn, to_mrkdwn
+from adapters.slack_reply import CLAIM_ACTION, claim_blocks
 from bot.core.review import Action, Decided, Draft
 from bot.core.service import Service
 from bot.core.wording import DRAFT_GONE, NOT_STAFF
@@ -82,6 +84,7 @@ class SlackReview:
         self.channel = channel
         app.action(ACTIONS)(self.on_action)
         app.view(EDIT_VIEW)(self.on_edit)
+        app.action(CLAIM_ACTION)(self.on_claim)
 
     async def post(self, draft: Draft) -> None:
         await self.client.chat_postMessage(
@@ -104,6 +107,34 @@ class SlackReview:
             await self._open_editor(body, draft_id, user, where)
             return
         await self._show(await self._decide(body, draft_id, kind), where, user)
+
+    async def on_claim(self, ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
+        """A staff member takes a handed-off conversation: the ping in the customer's thread
+        names them and loses its button."""
+        await ack()
+        who = body.get("user") or {}
+        user = str(who.get("id", ""))
+        name = str(who.get("name") or who.get("username") or user)
+        conversation = str(action.get("value", ""))
+        taken, line = await self.service.claim(conversation, user, (), name)
+        channel = str((body.get("channel") or {}).get("id", ""))
+        message = body.get("message") or {}
+        try:
+            if taken:
+                ping = str(message.get("text") or "")
+                note = escape_mrkdwn(line)
+                await self.client.chat_update(
+                    channel=channel,
+                    ts=str(message.get("ts", "")),
+                    text=f"{ping}\n{note}",
+                    blocks=claim_blocks(ping, conversation, f"*{note}*"),
+                )
+            else:
+                await self.client.chat_postEphemeral(
+                    channel=channel, user=user, text=escape_mrkdwn(line)
+                )
+        except SlackApiError as exc:
+            log.warning("Slack: cannot show who took a conversation: %s", exc)
 
     async def _open_editor(
         self, body: dict[str, Any], draft_id: str, user: str, where: dict[str, str]

@@ -64,7 +64,7 @@ class WebReply:
         self.failed = True
         await self.finish(message)
 
-    async def handoff(self, text: str) -> None:
+    async def handoff(self, text: str, conversation: str) -> None:
         # The service's own text promises an answer "here", which the web page cannot give.
         await self.finish(self.handoff_text)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from bot.config import Config, HandoffConfig, PolicyConfig, ReviewConfig
 from bot.core.gate import Outcome
-from bot.core.wording import HANDOFF, NOT_STAFF, RESUMED
+from bot.core.wording import HANDOFF, NOT_STAFF, NOT_STAFF_CLAIM, RESUMED
 from tests import test_discord
 from tests.fakes.discord import (
     ALICE,
@@ -165,3 +165,26 @@ async def test_staff_resolve_a_handoff_with_a_check_mark(fake: FakeDiscord, tmp_
         assert back["message_reference"]["message_id"] == handoff["id"]
         await fake.send_message(f"{MENTION} where are my invoices?", mentions=(BOT_ID,))
         await fake.wait_for(lambda: [m for m in fake.sent(CHANNEL_A) if m["content"] == ANSWER])
+
+
+async def test_a_staff_member_claims_a_handoff_and_the_customer_sees_who(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    config = dataclasses.replace(
+        config_for(fake, tmp_path), handoff=HandoffConfig(staff_roles=[SUPPORT_ROLE])
+    )
+    async with serving(fake, tmp_path, ScriptedBackend(ANSWER), config=config):
+        await fake.send_message(f"{MENTION} talk to a human", mentions=(BOT_ID,))
+        (handoff,) = await fake.wait_for(
+            lambda: [m for m in fake.sent(CHANNEL_A) if m["components"]]
+        )
+        assert HANDOFF in handoff["content"] and f"<@&{SUPPORT_ROLE}>" in handoff["content"]
+        (claim,) = buttons_of(handoff).values()
+        await fake.click(handoff["id"], claim, author=ALICE)
+        await fake.wait_for(
+            lambda: [m for m in fake.sent(CHANNEL_A) if m["content"] == NOT_STAFF_CLAIM]
+        )
+        await fake.click(handoff["id"], claim, author=BOB, roles=[SUPPORT_ROLE])
+        taken = "Bob from the support team has taken this conversation."
+        await fake.wait_for(lambda: taken in fake.messages[handoff["id"]]["content"])
+        assert fake.messages[handoff["id"]]["components"] == []

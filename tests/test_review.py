@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.memory import MemoryAdapter
+from adapters.memory import MemoryAdapter, MemoryReply
 from bot.app.commands.report import build_report, format_report
 from bot.app.wiring import load
 from bot.config import (
@@ -25,7 +25,14 @@ from bot.config import (
 )
 from bot.core.gate import Outcome
 from bot.core.service import Service
-from bot.core.wording import EMPTY_EDIT, HANDOFF, NOT_STAFF
+from bot.core.wording import (
+    EMPTY_EDIT,
+    HANDOFF,
+    NOT_HANDED_OFF,
+    NOT_STAFF,
+    NOT_STAFF_CLAIM,
+    RESUMED,
+)
 from bot.errors import ConfigError
 from bot.events import ConversationKey
 from bot.storage import build_store
@@ -243,3 +250,38 @@ async def test_without_a_review_channel_drafts_are_kept_not_posted(tmp_path: Pat
         assert reply.outcome is Outcome.SHADOWED and reply.text is None
         (kept,) = await service.store.drafts()
         assert kept.state == "shadow"
+
+
+# -- a handoff claimed by a staff member -----------------------------------------------------
+async def test_one_staff_member_claims_a_handoff(store_config: StoreConfig) -> None:
+    config = _drafting(store_config)
+    key = ConversationKey("memory", "", "c1")
+    async with Service(config, ScriptedBackend(ANSWER), build_store(config)) as service:
+        assert await service.claim(str(key), STAFF, name="Sam") == (False, NOT_HANDED_OFF)
+        handed = MemoryAdapter(service).send("talk to a human")
+        await handed.wait()
+        assert handed.handed_off
+        assert await service.claim(str(key), "customer") == (False, NOT_STAFF_CLAIM)
+        taken = await service.claim(str(key), STAFF, name="Sam")
+        assert taken == (True, "Sam from the support team has taken this conversation.")
+        again = await service.claim(str(key), "staff-2", ["support"], name="Kim")
+        assert again == (False, "Sam has already taken this conversation.")
+        report = await build_report(service.store, days=1)
+        assert report.claimed == 1 and report.claim_seconds is not None
+        assert "(1 claimed, median" in format_report(report)
+
+
+async def test_only_staff_resolve_a_handoff(tmp_path: Path) -> None:
+    config = _drafting(StoreConfig(path=str(tmp_path / "parley.db")))
+    key = ConversationKey("memory", "", "c1")
+    async with Service(config, ScriptedBackend(ANSWER), build_store(config)) as service:
+        handed = MemoryAdapter(service).send("talk to a human")
+        await handed.wait()
+        customer = MemoryReply()
+        assert not await service.resolve(key, "customer", (), customer)
+        assert customer.text is None and await service.store.handoff_since(key)
+        staff = MemoryReply()
+        assert await service.resolve(key, "x", ["support"], staff)
+        assert staff.text == RESUMED and await service.store.handoff_since(key) is None
+        # Nothing to resolve any more: nothing is said.
+        assert not await service.resolve(key, STAFF, (), MemoryReply())

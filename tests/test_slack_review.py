@@ -15,16 +15,19 @@ from adapters.markdown import to_mrkdwn
 from adapters.slack import SlackAdapter, create
 from bot.config import HandoffConfig, PolicyConfig, ReviewConfig
 from bot.core.service import Service
-from bot.core.wording import HANDOFF, NOT_STAFF
+from bot.core.wording import HANDOFF, NOT_STAFF, RESUMED
 from bot.storage.sqlite import SQLiteStore
 from tests import test_slack
 from tests.fakes.slack import (
+    ALICE,
     BOB,
+    BOT_USER,
     CHANNEL,
     SIGNING_SECRET,
     FakeSlack,
     Message,
     block_action,
+    new_ts,
     signed_headers,
     view_submission,
 )
@@ -76,6 +79,13 @@ async def _drafted(fake: FakeSlack, question: str) -> tuple[dict[str, Any], Mess
         )
     )
     return asked, review
+
+
+def claim_action(ping: Message, user: str) -> dict[str, Any]:
+    """A click on the Claim button of the staff ping."""
+    payload = block_action(ping, "parley_claim", user)
+    payload["actions"][0]["block_id"] = "parley_claim"
+    return payload
 
 
 def _buttons(review: Message) -> list[str]:
@@ -153,3 +163,52 @@ async def test_a_signed_http_click_rejects_a_draft_posted_before_a_restart(
         )
         await fake.wait_for(lambda: "Rejected by bob" in json.dumps(review.blocks))
         assert _buttons(review) == []
+
+
+async def test_a_staff_member_claims_a_handoff_in_the_thread(
+    fake: FakeSlack, tmp_path: Path
+) -> None:
+    async with drafting(fake, tmp_path, ScriptedBackend(ANSWER)):
+        asked = mention(f"{MENTION} talk to a human")
+        await deliver(fake, asked)
+        ping = await fake.wait_for(
+            lambda: next(
+                (m for m in fake.thread(CHANNEL, asked["ts"]) if m.blocks and m.text), None
+            )
+        )
+        assert any(HANDOFF in m.body for m in fake.thread(CHANNEL, asked["ts"]))
+        await fake.send_envelope("interactive", claim_action(ping, ALICE))
+        await fake.wait_for(lambda: next((m for m in fake.messages.values() if m.ephemeral), None))
+        await fake.send_envelope("interactive", claim_action(ping, BOB))
+        taken = "bob from the support team has taken this conversation."
+        await fake.wait_for(lambda: taken in json.dumps(ping.blocks) or None)
+        assert not [b for b in ping.blocks if b["type"] == "actions"]
+
+
+async def test_a_staff_check_mark_gives_a_handed_off_thread_back(
+    fake: FakeSlack, tmp_path: Path
+) -> None:
+    async with drafting(fake, tmp_path, ScriptedBackend(ANSWER)):
+        asked = mention(f"{MENTION} talk to a human")
+        await deliver(fake, asked)
+        ping = await fake.wait_for(
+            lambda: next(
+                (m for m in fake.thread(CHANNEL, asked["ts"]) if m.blocks and m.text), None
+            )
+        )
+        for user in (ALICE, BOB):  # the customer's ✅ does nothing, staff's ends the handoff
+            await deliver(
+                fake,
+                {
+                    "type": "reaction_added",
+                    "user": user,
+                    "reaction": "white_check_mark",
+                    "item": {"type": "message", "channel": CHANNEL, "ts": ping.ts},
+                    "item_user": BOT_USER,
+                    "ts": new_ts(),
+                },
+            )
+        await fake.wait_for(
+            lambda: [m for m in fake.thread(CHANNEL, asked["ts"]) if m.body == RESUMED] or None
+        )
+        assert len([m for m in fake.thread(CHANNEL, asked["ts"]) if m.body == RESUMED]) == 1

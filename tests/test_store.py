@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,25 @@ async def test_a_claimed_delivery_stays_claimed_across_a_restart(tmp_path: Path)
     await again.open()
     assert not await again.claim("slack/T1/C1/Ev1", ttl=60)
     await again.close()
+
+
+async def test_a_database_from_before_claims_gets_their_columns(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the handoffs table as an earlier release made it
+        db.execute(
+            "CREATE TABLE handoffs (id INTEGER PRIMARY KEY AUTOINCREMENT, conversation TEXT"
+            " NOT NULL, reason TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL)"
+        )
+        db.execute(
+            "INSERT INTO handoffs (conversation, reason, started_at) VALUES ('web//t/', 'asked', 1)"
+        )
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        key = ConversationKey("web", "", "t")
+        assert await store.claim_handoff(key, "Sam") == (True, "Sam")
+        assert await store.claim_handoff(key, "Kim") == (False, "Sam")
+        (claim,) = await store.claims()
+        assert claim.claimed_by == "Sam" and claim.conversation == str(key)
+    finally:
+        await store.close()

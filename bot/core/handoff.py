@@ -12,7 +12,16 @@ from bot.config import HandoffConfig
 from bot.core.hours import next_opening
 from bot.core.metrics import Metrics
 from bot.core.reply import HandsOff, Reply
-from bot.core.wording import HANDOFF, OUTSIDE_HOURS, RESUMED, STORE_DOWN
+from bot.core.wording import (
+    ALREADY_CLAIMED,
+    CLAIMED,
+    HANDOFF,
+    NOT_HANDED_OFF,
+    NOT_STAFF_CLAIM,
+    OUTSIDE_HOURS,
+    RESUMED,
+    STORE_DOWN,
+)
 from bot.errors import StoreError
 from bot.events import ConversationKey, Event
 from bot.storage.base import Store
@@ -88,7 +97,28 @@ class Handoffs:
         if opening is not None:
             when = f"{opening:%A %H:%M} ({self.config.timezone})"
             text = f"{text} {OUTSIDE_HOURS.format(when=when)}"
-        await (reply.handoff(text) if isinstance(reply, HandsOff) else reply.finish(text))
+        if isinstance(reply, HandsOff):
+            await reply.handoff(text, str(key))
+        else:
+            await reply.finish(text)
+
+    async def claim(
+        self, key: ConversationKey, user: str, roles: Iterable[str], name: str = ""
+    ) -> tuple[bool, str]:
+        """Staff member ``user`` takes the handed-off conversation ``key``: (True, the line
+        the customer sees) the first time, else (False, why not, for the clicker alone)."""
+        if not self.is_staff_member(user, roles):
+            return False, NOT_STAFF_CLAIM
+        who = name or user
+        try:
+            taken, holder = await self.store.claim_handoff(key, who)
+        except StoreError:
+            log.exception("cannot record who took %s", key)
+            return False, STORE_DOWN
+        if taken:
+            self.metrics.claims.inc()
+            return True, CLAIMED.format(who=who)
+        return False, ALREADY_CLAIMED.format(who=holder) if holder else NOT_HANDED_OFF
 
     async def while_handed_off(self, event: Event, text: str, reply: Reply, resume: bool) -> bool:
         """A message in a conversation a person has: ``resume`` from staff gives it back to

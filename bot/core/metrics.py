@@ -55,6 +55,9 @@ class Metrics:
             buckets=(10, 30, 60, 120, 300, 600, 1800, 3600, 7200),
             registry=r,
         )
+        self.claims = Counter(
+            "parley_handoffs_claimed", "Handed-off conversations staff took", registry=r
+        )
         self.queue_depth = Gauge(
             "parley_queue_depth", "Messages waiting or being answered", registry=r
         )

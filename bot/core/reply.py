@@ -48,10 +48,10 @@ class Tracked(Protocol):
 
 @runtime_checkable
 class HandsOff(Protocol):
-    """A reply that posts a handoff with the one mention the bot may make: its support
-    team's."""
+    """A reply that posts a handoff with the one mention the bot may make, its support
+    team's, and a way for them to claim the conversation (named by ``conversation``)."""
 
-    async def handoff(self, text: str) -> None: ...
+    async def handoff(self, text: str, conversation: str) -> None: ...
 
 
 def reply_id(reply: Reply) -> str:

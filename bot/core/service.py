@@ -43,7 +43,7 @@ from bot.core.recovery import Recovery, Resume, lease_key
 from bot.core.reply import Reply, Tracked, Unseen, reply_id
 from bot.core.review import Action, Decided, PostForReview, Reviews
 from bot.core.text import cut
-from bot.core.wording import BUSY, HELP, TOO_LONG
+from bot.core.wording import BUSY, HELP, NOT_HANDED_OFF, TOO_LONG
 from bot.errors import Busy, ConfigError, StoreError
 from bot.events import ConversationKey, Event, Rating
 from bot.generation.base import Backend
@@ -374,6 +374,17 @@ class Service:
     ) -> bool:
         """Staff mark a handed-off conversation done: the bot answers there again."""
         return await self.handoffs.resolve(key, user, roles, reply)
+
+    async def claim(
+        self, conversation: str, user: str, roles: Iterable[str] = (), name: str = ""
+    ) -> tuple[bool, str]:
+        """A staff member takes a handed-off conversation (its key, as the handoff gave it):
+        (True, the line the customer sees) or (False, why not)."""
+        try:
+            key = ConversationKey.parse(conversation)
+        except ValueError:
+            return False, NOT_HANDED_OFF
+        return await self.handoffs.claim(key, user, roles, name)
 
     def is_staff(self, user: str, roles: Iterable[str] = ()) -> bool:
         return self.handoffs.is_staff_member(user, roles)

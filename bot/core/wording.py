@@ -23,6 +23,11 @@ HANDOFF = (
     " I'll stay quiet in this conversation until then."
 )
 RESUMED = "Thanks, I'm back. Ask me anything else you need."
+#: On the handoff message once a staff member takes the conversation (the customer sees it).
+CLAIMED = "{who} from the support team has taken this conversation."
+NOT_STAFF_CLAIM = "Only the support team can take a conversation."
+ALREADY_CLAIMED = "{who} has already taken this conversation."
+NOT_HANDED_OFF = "This conversation is no longer waiting for a person."
 #: Added to the handoff outside support hours ([handoff] hours).
 OUTSIDE_HOURS = "Our team is away right now; the first person can answer from {when}."
 

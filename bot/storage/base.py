@@ -13,6 +13,7 @@ from bot.events import ConversationKey, Event, Rating
 
 __all__ = [
     "INBOX_KEEP",
+    "Claim",
     "Draft",
     "DraftState",
     "InboxState",
@@ -78,6 +79,16 @@ class Rated:
     rating: Rating
     question: str
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A staff member taking a handed-off conversation: who, and how long after the handoff."""
+
+    conversation: str
+    started_at: datetime
+    claimed_by: str
+    claimed_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +191,11 @@ class Store(ABC):
     async def end_handoff(self, key: ConversationKey) -> None: ...
 
     @abstractmethod
+    async def claim_handoff(self, key: ConversationKey, by: str) -> tuple[bool, str]:
+        """Staff member ``by`` takes the open handoff in ``key``: (True, by) the first time,
+        else (False, who has it; '' when no handoff is open there)."""
+
+    @abstractmethod
     async def add_feedback(
         self, scope: ConversationKey, reply_id: str, user: str, rating: Rating
     ) -> bool:
@@ -218,6 +234,10 @@ class Store(ABC):
     @abstractmethod
     async def handoffs_started(self) -> list[datetime]:
         """When each handoff to a person began."""
+
+    @abstractmethod
+    async def claims(self) -> list[Claim]:
+        """Every handoff a staff member claimed."""
 
     # -- answers written for the team ------------------------------------------------------
     @abstractmethod

@@ -12,6 +12,7 @@ Keys, each under ``store.prefix`` (``parley:`` by default; ``{conv}`` is the con
 ``seen:{marker}``              a delivery already taken (expires)
 ``handoff:{conv}``             hash: the open handoff's start and reason
 ``handoffs``                   list of handoffs started (JSON), for reports
+``handoff_claims``             list of handoffs staff claimed, when and by whom (JSON)
 ``reply:{channel}/{reply_id}`` the answer posted as ``reply_id`` and its question (JSON)
 ``feedback``                   hash: ``[conv, reply_id, user]`` → rating (JSON)
 ``drafts``                     hash: draft id → an answer written for the team (JSON)
@@ -328,6 +329,18 @@ class RedisStore(RedisRecords):
             entry = {"conversation": str(key), "reason": reason, "started_at": now}
             pipe.rpush(f"{self.prefix}handoffs", json.dumps(entry))
             await self._do(pipe.execute())
+
+    async def claim_handoff(self, key: ConversationKey, by: str) -> tuple[bool, str]:
+        entry = (
+            f'{{"conversation": {json.dumps(str(key))}, "claimed_by": {json.dumps(by)},'
+            ' "started_at": '
+        )
+        taken, holder = await self._script(
+            "claim_handoff",
+            [self._key("handoff", key), f"{self.prefix}handoff_claims"],
+            [by, repr(time.time()), entry],
+        )
+        return bool(taken), str(holder or "")
 
     async def handoff_since(self, key: ConversationKey) -> datetime | None:
         started = await self._do(self._redis().hget(self._key("handoff", key), "started_at"))

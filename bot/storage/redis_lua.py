@@ -106,6 +106,21 @@ redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(draft))
 return 1
 """
 
+# KEYS: handoff, claims. ARGV: by, now, claim entry prefix (JSON up to the time). {1, by} the
+# first time, else {0, who has it} ('' when no handoff is open).
+CLAIM_HANDOFF = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {0, ''}
+end
+if redis.call('HSETNX', KEYS[1], 'claimed_by', ARGV[1]) == 0 then
+  return {0, redis.call('HGET', KEYS[1], 'claimed_by')}
+end
+redis.call('HSET', KEYS[1], 'claimed_at', ARGV[2])
+local started = redis.call('HGET', KEYS[1], 'started_at')
+redis.call('RPUSH', KEYS[2], ARGV[3] .. started .. ', "claimed_at": ' .. ARGV[2] .. '}')
+return {1, ARGV[1]}
+"""
+
 #: Each script by the name ``RedisStore`` calls it by.
 SCRIPTS = {
     "append": APPEND,
@@ -115,4 +130,5 @@ SCRIPTS = {
     "release": RELEASE,
     "take_token": TAKE_TOKEN,
     "decide_draft": DECIDE_DRAFT,
+    "claim_handoff": CLAIM_HANDOFF,
 }

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 
 from bot.events import Event
-from bot.storage.base import Draft, DraftState, Rated, Recorded, Store, Transcript
+from bot.storage.base import Claim, Draft, DraftState, Rated, Recorded, Store, Transcript
 
 __all__ = ["RedisRecords"]
 
@@ -65,6 +65,21 @@ class RedisRecords(Store):
     async def handoffs_started(self) -> list[datetime]:
         rows = await self._do(self._redis().lrange(f"{self.prefix}handoffs", 0, -1))
         return [datetime.fromtimestamp(json.loads(row)["started_at"], UTC) for row in rows]
+
+    async def claims(self) -> list[Claim]:
+        rows = await self._do(self._redis().lrange(f"{self.prefix}handoff_claims", 0, -1))
+        found = []
+        for row in rows:
+            data = json.loads(row)
+            found.append(
+                Claim(
+                    data["conversation"],
+                    datetime.fromtimestamp(float(data["started_at"]), UTC),
+                    data["claimed_by"],
+                    datetime.fromtimestamp(float(data["claimed_at"]), UTC),
+                )
+            )
+        return found
 
     async def add_draft(self, draft: Draft) -> None:
         value = {

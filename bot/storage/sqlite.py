@@ -19,6 +19,7 @@ from bot.errors import StoreError
 from bot.events import ConversationKey, Event
 from bot.storage.base import (
     INBOX_KEEP,
+    Claim,
     Draft,
     DraftState,
     InboxState,
@@ -32,11 +33,15 @@ from bot.storage.base import (
     Turn,
     Waiting,
 )
-from bot.storage.sqlite_schema import DRAFT_COLUMNS, SCHEMA, draft_from_row
+from bot.storage.sqlite_schema import ADDED_COLUMNS, DRAFT_COLUMNS, SCHEMA, draft_from_row
 
 __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
+
+
+def _at(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
 
 
 class SQLiteStore(Store):
@@ -60,6 +65,11 @@ class SQLiteStore(Store):
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(SCHEMA)
+        for table, columns in ADDED_COLUMNS.items():
+            have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns.items():
+                if name not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
         self._db = db
 
     async def close(self) -> None:
@@ -339,6 +349,41 @@ class SQLiteStore(Store):
                 "INSERT INTO handoffs (conversation, reason, started_at) VALUES (?, ?, ?)", row
             )
         )
+
+    async def claim_handoff(self, key: ConversationKey, by: str) -> tuple[bool, str]:
+        def write() -> tuple[bool, str]:
+            db = self._conn()
+            taken = db.execute(
+                "UPDATE handoffs SET claimed_by = ?, claimed_at = ? WHERE conversation = ?"
+                " AND ended_at IS NULL AND claimed_by IS NULL",
+                (by, time.time(), str(key)),
+            )
+            if taken.rowcount:
+                return True, by
+            row = db.execute(
+                "SELECT claimed_by FROM handoffs WHERE conversation = ? AND ended_at IS NULL"
+                " ORDER BY id DESC LIMIT 1",
+                (str(key),),
+            ).fetchone()
+            return False, (row[0] or "") if row else ""
+
+        return await self._run(write)
+
+    async def claims(self) -> list[Claim]:
+        rows = await self._run(
+            lambda: (
+                self._conn()
+                .execute(
+                    "SELECT conversation, started_at, claimed_by, claimed_at FROM handoffs"
+                    " WHERE claimed_by IS NOT NULL ORDER BY id"
+                )
+                .fetchall()
+            )
+        )
+        return [
+            Claim(conversation, _at(started), by, _at(claimed))
+            for conversation, started, by, claimed in rows
+        ]
 
     async def handoff_since(self, key: ConversationKey) -> datetime | None:
         def query() -> datetime | None:

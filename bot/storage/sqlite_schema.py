@@ -9,7 +9,10 @@ from typing import Any
 from bot.events import Event
 from bot.storage.base import Draft
 
-__all__ = ["DRAFT_COLUMNS", "SCHEMA", "draft_from_row"]
+__all__ = ["ADDED_COLUMNS", "DRAFT_COLUMNS", "SCHEMA", "draft_from_row"]
+
+#: Columns added to a table after a release: a database made before gets them on opening.
+ADDED_COLUMNS = {"handoffs": {"claimed_by": "TEXT", "claimed_at": "REAL"}}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -31,7 +34,9 @@ CREATE TABLE IF NOT EXISTS handoffs (
     conversation TEXT NOT NULL,
     reason TEXT NOT NULL,
     started_at REAL NOT NULL,
-    ended_at REAL
+    ended_at REAL,
+    claimed_by TEXT,
+    claimed_at REAL
 );
 -- Deliveries already taken, so a platform's retry or redelivery is never answered twice.
 CREATE TABLE IF NOT EXISTS seen (marker TEXT PRIMARY KEY, expires_at REAL NOT NULL);

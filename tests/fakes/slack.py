@@ -386,6 +386,16 @@ class FakeSlack:
         message.updates += 1
         return {"channel": message.channel, "ts": message.ts, "text": message.text}
 
+    def _conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The message ``ts`` (with its ``thread_ts`` when it is in a thread); the fake keeps
+        the bot's messages only, so any other is a message of the channel itself."""
+        ts = str(args.get("ts", ""))
+        message = self.messages.get(ts)
+        found: dict[str, Any] = {"type": "message", "ts": ts}
+        if message is not None and message.thread_ts:
+            found["thread_ts"] = message.thread_ts
+        return {"messages": [found], "has_more": False}
+
     def _views_open(self, args: dict[str, Any]) -> dict[str, Any]:
         if not args.get("trigger_id"):
             return {"ok": False, "error": "invalid_trigger_id"}

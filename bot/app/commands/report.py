@@ -64,6 +64,9 @@ class Report:
     drafts: Counter[str] = field(default_factory=Counter)
     #: The median time staff took to decide on a draft, in seconds (None: none decided).
     decision_seconds: float | None = None
+    #: Handoffs a staff member claimed, and the median time they took to, in seconds.
+    claimed: int = 0
+    claim_seconds: float | None = None
 
 
 def group(
@@ -127,6 +130,11 @@ async def build_report(
                     report.failures += 1
         report.conversations += talked
     report.handoffs = sum(when >= since for when in await store.handoffs_started())
+    claims = [c for c in await store.claims() if c.started_at >= since]
+    report.claimed = len(claims)
+    if claims:
+        waits = [(c.claimed_at - c.started_at).total_seconds() for c in claims]
+        report.claim_seconds = float(np.median(waits))
     for rated in await store.ratings():
         if rated.created_at >= since:
             report.thumbs_up += rated.rating == "up"
@@ -168,7 +176,12 @@ def format_report(report: Report) -> str:
         f"  don't-knows          {report.dont_knows}"
         f"  ({_rate(report.dont_knows, report.questions)} of questions)",
         f"  failed answers       {report.failures}",
-        f"  handoffs to a human  {report.handoffs}",
+        f"  handoffs to a human  {report.handoffs}"
+        + (
+            f"  ({report.claimed} claimed, median {report.claim_seconds / 60:.1f} min to claim)"
+            if report.claim_seconds is not None
+            else ""
+        ),
         f"  👍 / 👎              {report.thumbs_up} / {report.thumbs_down}"
         f"  ({_rate(report.thumbs_up, rated)} positive)",
     ]
