@@ -25,6 +25,7 @@ import discord
 import yarl
 from discord import app_commands
 
+from adapters.discord_commands import slash_commands
 from adapters.discord_event import PLATFORM, place, to_event
 from adapters.discord_reply import (
     NO_PINGS,
@@ -144,7 +145,8 @@ class DiscordAdapter:
         ):
             self.client.event(handler)
         self.tree = app_commands.CommandTree(self.client)
-        self._add_commands()
+        for command in slash_commands(config.bot.name, self._command):
+            self.tree.add_command(command)
         # Questions taken in are answered after a crash or a kill: recovered on each start.
         service.resumable(PLATFORM, self._resume)
         # Staff's buttons: drafts to review (with a review channel), handoffs to claim.
@@ -378,30 +380,6 @@ class DiscordAdapter:
             self._replies.discard(reply)
 
     # -- slash commands -----------------------------------------------------------------------
-
-    def _add_commands(self) -> None:
-        name = self.config.bot.name
-
-        @app_commands.command(name="ask", description=f"Ask {name} a question")
-        @app_commands.describe(question="Your question, in plain words")
-        async def ask(interaction: discord.Interaction, question: str) -> None:
-            await self._command(interaction, question, defer=True)
-
-        @app_commands.command(name="reset", description=f"Make {name} forget this conversation")
-        async def reset(interaction: discord.Interaction) -> None:
-            await self._command(interaction, "reset", defer=False)
-
-        @app_commands.command(name="help", description=f"What {name} can do")
-        async def help_(interaction: discord.Interaction) -> None:
-            await self._command(interaction, "help", defer=False)
-
-        @app_commands.command(name="human", description="Ask for a person from the support team")
-        async def human(interaction: discord.Interaction) -> None:
-            await self._command(interaction, "human", defer=False)
-
-        commands: tuple[app_commands.Command[Any, ..., None], ...] = (ask, reset, help_, human)
-        for command in commands:
-            self.tree.add_command(command)
 
     async def _command(self, interaction: discord.Interaction, text: str, defer: bool) -> None:
         user = interaction.user

@@ -306,7 +306,13 @@ async def test_two_channels_at_once_each_with_its_own_context(
 
 async def test_reset_command_clears_only_its_channel(fake: FakeDiscord, tmp_path: Path) -> None:
     async with serving(fake, tmp_path, ScriptedBackend("Noted.")) as (_, service, outcomes):
-        assert {c["name"] for c in fake.commands[GUILD_ID]} == {"ask", "reset", "help", "human"}
+        assert {c["name"] for c in fake.commands[GUILD_ID]} == {
+            "ask",
+            "reset",
+            "help",
+            "human",
+            "resolved",
+        }
         for channel in (CHANNEL_A, CHANNEL_B):
             asked = await fake.send_message(
                 f"{MENTION} remember me", channel=channel, mentions=(BOT_ID,)

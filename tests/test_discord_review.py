@@ -188,3 +188,16 @@ async def test_a_staff_member_claims_a_handoff_and_the_customer_sees_who(
         taken = "Bob from the support team has taken this conversation."
         await fake.wait_for(lambda: taken in fake.messages[handoff["id"]]["content"])
         assert fake.messages[handoff["id"]]["components"] == []
+
+
+async def test_staff_resolve_a_handoff_with_the_slash_command(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    config = dataclasses.replace(
+        config_for(fake, tmp_path), handoff=HandoffConfig(staff_roles=[SUPPORT_ROLE])
+    )
+    async with serving(fake, tmp_path, ScriptedBackend(ANSWER), config=config):
+        await fake.send_message(f"{MENTION} talk to a human", mentions=(BOT_ID,))
+        await fake.wait_for(lambda: [m for m in fake.sent(CHANNEL_A) if m["components"]])
+        await fake.interaction("resolved", author=BOB, roles=[SUPPORT_ROLE])
+        await fake.wait_for(lambda: [m for m in fake.sent(CHANNEL_A) if m["content"] == RESUMED])

@@ -88,6 +88,16 @@ def claim_action(ping: Message, user: str) -> dict[str, Any]:
     return payload
 
 
+async def _handed_off(fake: FakeSlack) -> tuple[dict[str, Any], Message]:
+    """Ask for a person; returns the question's event and the staff ping in its thread."""
+    asked = mention(f"{MENTION} talk to a human")
+    await deliver(fake, asked)
+    ping = await fake.wait_for(
+        lambda: next((m for m in fake.thread(CHANNEL, asked["ts"]) if m.blocks and m.text), None)
+    )
+    return asked, ping
+
+
 def _buttons(review: Message) -> list[str]:
     return [
         element["action_id"]
@@ -169,13 +179,7 @@ async def test_a_staff_member_claims_a_handoff_in_the_thread(
     fake: FakeSlack, tmp_path: Path
 ) -> None:
     async with drafting(fake, tmp_path, ScriptedBackend(ANSWER)):
-        asked = mention(f"{MENTION} talk to a human")
-        await deliver(fake, asked)
-        ping = await fake.wait_for(
-            lambda: next(
-                (m for m in fake.thread(CHANNEL, asked["ts"]) if m.blocks and m.text), None
-            )
-        )
+        asked, ping = await _handed_off(fake)
         assert any(HANDOFF in m.body for m in fake.thread(CHANNEL, asked["ts"]))
         await fake.send_envelope("interactive", claim_action(ping, ALICE))
         await fake.wait_for(lambda: next((m for m in fake.messages.values() if m.ephemeral), None))
@@ -189,13 +193,7 @@ async def test_a_staff_check_mark_gives_a_handed_off_thread_back(
     fake: FakeSlack, tmp_path: Path
 ) -> None:
     async with drafting(fake, tmp_path, ScriptedBackend(ANSWER)):
-        asked = mention(f"{MENTION} talk to a human")
-        await deliver(fake, asked)
-        ping = await fake.wait_for(
-            lambda: next(
-                (m for m in fake.thread(CHANNEL, asked["ts"]) if m.blocks and m.text), None
-            )
-        )
+        asked, ping = await _handed_off(fake)
         for user in (ALICE, BOB):  # the customer's ✅ does nothing, staff's ends the handoff
             await deliver(
                 fake,

@@ -322,33 +322,6 @@ class RedisStore(RedisRecords):
         asked = self._key("asked", f"{platform}/{workspace}/{user}")
         return int(await self._do(self._redis().zcount(asked, since.timestamp(), "+inf")))
 
-    async def start_handoff(self, key: ConversationKey, reason: str) -> None:
-        now = time.time()
-        async with self._redis().pipeline(transaction=True) as pipe:
-            pipe.hset(self._key("handoff", key), mapping={"started_at": now, "reason": reason})
-            entry = {"conversation": str(key), "reason": reason, "started_at": now}
-            pipe.rpush(f"{self.prefix}handoffs", json.dumps(entry))
-            await self._do(pipe.execute())
-
-    async def claim_handoff(self, key: ConversationKey, by: str) -> tuple[bool, str]:
-        entry = (
-            f'{{"conversation": {json.dumps(str(key))}, "claimed_by": {json.dumps(by)},'
-            ' "started_at": '
-        )
-        taken, holder = await self._script(
-            "claim_handoff",
-            [self._key("handoff", key), f"{self.prefix}handoff_claims"],
-            [by, repr(time.time()), entry],
-        )
-        return bool(taken), str(holder or "")
-
-    async def handoff_since(self, key: ConversationKey) -> datetime | None:
-        started = await self._do(self._redis().hget(self._key("handoff", key), "started_at"))
-        return datetime.fromtimestamp(float(started), UTC) if started is not None else None
-
-    async def end_handoff(self, key: ConversationKey) -> None:
-        await self._do(self._redis().delete(self._key("handoff", key)))
-
     async def add_feedback(
         self, scope: ConversationKey, reply_id: str, user: str, rating: Rating
     ) -> bool:

@@ -1,5 +1,6 @@
-"""The Redis store's records of what happened, read back whole: transcripts, ratings and
-handoffs for ``parley report`` and ``parley export-training``, and the drafts staff review.
+"""The Redis store's records of what happened: handoffs and their claims, drafts for staff,
+and transcripts, ratings and handoffs read back whole for ``parley report`` and
+``parley export-training``.
 ``RedisStore`` (``redis.py``) keeps the connection and everything else."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
-from bot.events import Event
+from bot.events import ConversationKey, Event
 from bot.storage.base import Claim, Draft, DraftState, Rated, Recorded, Store, Transcript
 
 __all__ = ["RedisRecords"]
@@ -35,6 +36,33 @@ class RedisRecords(Store):
 
     @abstractmethod
     def _script(self, name: str, keys: list[str], args: list[Any]) -> Awaitable[Any]: ...
+
+    async def start_handoff(self, key: ConversationKey, reason: str) -> None:
+        now = time.time()
+        async with self._redis().pipeline(transaction=True) as pipe:
+            pipe.hset(self._key("handoff", key), mapping={"started_at": now, "reason": reason})
+            entry = {"conversation": str(key), "reason": reason, "started_at": now}
+            pipe.rpush(f"{self.prefix}handoffs", json.dumps(entry))
+            await self._do(pipe.execute())
+
+    async def claim_handoff(self, key: ConversationKey, by: str) -> tuple[bool, str]:
+        entry = (
+            f'{{"conversation": {json.dumps(str(key))}, "claimed_by": {json.dumps(by)},'
+            ' "started_at": '
+        )
+        taken, holder = await self._script(
+            "claim_handoff",
+            [self._key("handoff", key), f"{self.prefix}handoff_claims"],
+            [by, repr(time.time()), entry],
+        )
+        return bool(taken), str(holder or "")
+
+    async def handoff_since(self, key: ConversationKey) -> datetime | None:
+        started = await self._do(self._redis().hget(self._key("handoff", key), "started_at"))
+        return datetime.fromtimestamp(float(started), UTC) if started is not None else None
+
+    async def end_handoff(self, key: ConversationKey) -> None:
+        await self._do(self._redis().delete(self._key("handoff", key)))
 
     async def transcripts(self) -> list[Transcript]:
         redis = self._redis()

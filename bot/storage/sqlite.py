@@ -19,32 +19,22 @@ from bot.errors import StoreError
 from bot.events import ConversationKey, Event
 from bot.storage.base import (
     INBOX_KEEP,
-    Claim,
-    Draft,
-    DraftState,
     InboxState,
-    Rated,
     Rating,
-    Recorded,
     Role,
     Status,
-    Store,
-    Transcript,
     Turn,
     Waiting,
 )
-from bot.storage.sqlite_schema import ADDED_COLUMNS, DRAFT_COLUMNS, SCHEMA, draft_from_row
+from bot.storage.sqlite_records import SQLiteRecords
+from bot.storage.sqlite_schema import ADDED_COLUMNS, SCHEMA
 
 __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
 
 
-def _at(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, UTC)
-
-
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteRecords):
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._db: sqlite3.Connection | None = None
@@ -143,98 +133,6 @@ class SQLiteStore(Store):
             ]
 
         return await self._run(query)
-
-    async def transcripts(self) -> list[Transcript]:
-        def query() -> list[Transcript]:
-            rows = (
-                self._conn()
-                .execute(
-                    "SELECT conversation, role, content, status, message_id, created_at"
-                    " FROM messages ORDER BY conversation, id"
-                )
-                .fetchall()
-            )
-            found: dict[str, list[Recorded]] = {}
-            for conversation, role, content, status, message_id, ts in rows:
-                when = datetime.fromtimestamp(ts, UTC)
-                turn = Recorded(role, content, when, status, message_id)
-                found.setdefault(conversation, []).append(turn)
-            return [Transcript(name, tuple(turns)) for name, turns in found.items()]
-
-        return await self._run(query)
-
-    async def ratings(self) -> list[Rated]:
-        rows = await self._run(
-            lambda: (
-                self._conn()
-                .execute(
-                    "SELECT conversation, reply_id, rating, question, created_at FROM feedback"
-                    " ORDER BY id"
-                )
-                .fetchall()
-            )
-        )
-        return [
-            Rated(conversation, reply, rating, question, datetime.fromtimestamp(ts, UTC))
-            for conversation, reply, rating, question, ts in rows
-        ]
-
-    async def handoffs_started(self) -> list[datetime]:
-        rows = await self._run(
-            lambda: self._conn().execute("SELECT started_at FROM handoffs ORDER BY id").fetchall()
-        )
-        return [datetime.fromtimestamp(ts, UTC) for (ts,) in rows]
-
-    async def add_draft(self, draft: Draft) -> None:
-        row = (
-            draft.id,
-            draft.conversation,
-            draft.question,
-            draft.answer,
-            draft.state,
-            draft.created_at.timestamp(),
-            draft.event.to_json() if draft.event is not None else "",
-        )
-        await self._run(
-            lambda: self._conn().execute(
-                "INSERT INTO drafts (id, conversation, question, answer, state, created_at,"
-                " event) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-        )
-
-    async def drafts(self) -> list[Draft]:
-        rows = await self._run(
-            lambda: (
-                self._conn()
-                .execute(f"SELECT {DRAFT_COLUMNS} FROM drafts ORDER BY created_at, id")
-                .fetchall()
-            )
-        )
-        return [draft_from_row(row) for row in rows]
-
-    async def draft(self, draft_id: str) -> Draft | None:
-        row = await self._run(
-            lambda: (
-                self._conn()
-                .execute(f"SELECT {DRAFT_COLUMNS} FROM drafts WHERE id = ?", (draft_id,))
-                .fetchone()
-            )
-        )
-        return draft_from_row(row) if row is not None else None
-
-    async def decide_draft(
-        self, draft_id: str, state: DraftState, by: str, posted: str = ""
-    ) -> bool:
-        row = (state, by, time.time(), posted, draft_id)
-        cursor = await self._run(
-            lambda: self._conn().execute(
-                "UPDATE drafts SET state = ?, decided_by = ?, decided_at = ?, posted = ?"
-                " WHERE id = ? AND state = 'pending'",
-                row,
-            )
-        )
-        return cursor.rowcount == 1
 
     async def claim(self, marker: str, ttl: float) -> bool:
         now = time.time()
@@ -341,72 +239,6 @@ class SQLiteStore(Store):
             return int(found.fetchone()[0])
 
         return await self._run(query)
-
-    async def start_handoff(self, key: ConversationKey, reason: str) -> None:
-        row = (str(key), reason, time.time())
-        await self._run(
-            lambda: self._conn().execute(
-                "INSERT INTO handoffs (conversation, reason, started_at) VALUES (?, ?, ?)", row
-            )
-        )
-
-    async def claim_handoff(self, key: ConversationKey, by: str) -> tuple[bool, str]:
-        def write() -> tuple[bool, str]:
-            db = self._conn()
-            taken = db.execute(
-                "UPDATE handoffs SET claimed_by = ?, claimed_at = ? WHERE conversation = ?"
-                " AND ended_at IS NULL AND claimed_by IS NULL",
-                (by, time.time(), str(key)),
-            )
-            if taken.rowcount:
-                return True, by
-            row = db.execute(
-                "SELECT claimed_by FROM handoffs WHERE conversation = ? AND ended_at IS NULL"
-                " ORDER BY id DESC LIMIT 1",
-                (str(key),),
-            ).fetchone()
-            return False, (row[0] or "") if row else ""
-
-        return await self._run(write)
-
-    async def claims(self) -> list[Claim]:
-        rows = await self._run(
-            lambda: (
-                self._conn()
-                .execute(
-                    "SELECT conversation, started_at, claimed_by, claimed_at FROM handoffs"
-                    " WHERE claimed_by IS NOT NULL ORDER BY id"
-                )
-                .fetchall()
-            )
-        )
-        return [
-            Claim(conversation, _at(started), by, _at(claimed))
-            for conversation, started, by, claimed in rows
-        ]
-
-    async def handoff_since(self, key: ConversationKey) -> datetime | None:
-        def query() -> datetime | None:
-            row = (
-                self._conn()
-                .execute(
-                    "SELECT MAX(started_at) FROM handoffs"
-                    " WHERE conversation = ? AND ended_at IS NULL",
-                    (str(key),),
-                )
-                .fetchone()
-            )
-            return datetime.fromtimestamp(row[0], UTC) if row and row[0] is not None else None
-
-        return await self._run(query)
-
-    async def end_handoff(self, key: ConversationKey) -> None:
-        row = (time.time(), str(key))
-        await self._run(
-            lambda: self._conn().execute(
-                "UPDATE handoffs SET ended_at = ? WHERE conversation = ? AND ended_at IS NULL", row
-            )
-        )
 
     async def add_feedback(
         self, scope: ConversationKey, reply_id: str, user: str, rating: Rating

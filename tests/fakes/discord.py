@@ -380,6 +380,7 @@ class FakeDiscord:
         channel: str = CHANNEL_A,
         author: str = ALICE,
         options: dict[str, str] | None = None,
+        roles: Sequence[str] = (),
     ) -> dict[str, Any]:
         """A slash command used in a guild channel, as INTERACTION_CREATE."""
         command = next(
@@ -395,7 +396,7 @@ class FakeDiscord:
                 {"name": key, "type": 3, "value": value} for key, value in (options or {}).items()
             ],
         }
-        return await self._interact(2, data, channel, author)
+        return await self._interact(2, data, channel, author, roles)
 
     async def click(
         self, message_id: str, custom_id: str, author: str = ALICE, roles: Sequence[str] = ()
