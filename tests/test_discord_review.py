@@ -41,6 +41,13 @@ def drafting(fake: FakeDiscord, tmp_path: Path) -> Config:
     )
 
 
+def staffed(fake: FakeDiscord, tmp_path: Path) -> Config:
+    """Answering on its own, with the support role as staff."""
+    return dataclasses.replace(
+        config_for(fake, tmp_path), handoff=HandoffConfig(staff_roles=[SUPPORT_ROLE])
+    )
+
+
 def buttons_of(message: dict[str, Any]) -> dict[str, str]:
     """A message's buttons: label → custom id."""
     return {
@@ -145,9 +152,7 @@ def _reaction(message: dict[str, Any], emoji: str, user: str, roles: list[str]) 
 
 
 async def test_staff_resolve_a_handoff_with_a_check_mark(fake: FakeDiscord, tmp_path: Path) -> None:
-    config = dataclasses.replace(
-        config_for(fake, tmp_path), handoff=HandoffConfig(staff_roles=[SUPPORT_ROLE])
-    )
+    config = staffed(fake, tmp_path)
     async with serving(fake, tmp_path, ScriptedBackend(ANSWER), config=config) as (_, _, outcomes):
         await fake.send_message(f"{MENTION} talk to a human", mentions=(BOT_ID,))
         (handoff,) = await fake.wait_for(
@@ -170,9 +175,7 @@ async def test_staff_resolve_a_handoff_with_a_check_mark(fake: FakeDiscord, tmp_
 async def test_a_staff_member_claims_a_handoff_and_the_customer_sees_who(
     fake: FakeDiscord, tmp_path: Path
 ) -> None:
-    config = dataclasses.replace(
-        config_for(fake, tmp_path), handoff=HandoffConfig(staff_roles=[SUPPORT_ROLE])
-    )
+    config = staffed(fake, tmp_path)
     async with serving(fake, tmp_path, ScriptedBackend(ANSWER), config=config):
         await fake.send_message(f"{MENTION} talk to a human", mentions=(BOT_ID,))
         (handoff,) = await fake.wait_for(
@@ -193,9 +196,7 @@ async def test_a_staff_member_claims_a_handoff_and_the_customer_sees_who(
 async def test_staff_resolve_a_handoff_with_the_slash_command(
     fake: FakeDiscord, tmp_path: Path
 ) -> None:
-    config = dataclasses.replace(
-        config_for(fake, tmp_path), handoff=HandoffConfig(staff_roles=[SUPPORT_ROLE])
-    )
+    config = staffed(fake, tmp_path)
     async with serving(fake, tmp_path, ScriptedBackend(ANSWER), config=config):
         await fake.send_message(f"{MENTION} talk to a human", mentions=(BOT_ID,))
         await fake.wait_for(lambda: [m for m in fake.sent(CHANNEL_A) if m["components"]])

@@ -69,6 +69,7 @@ async def test_a_shadow_channel_keeps_the_answer_for_the_team_and_shows_nothing(
         # must not claim the bot said it).
         history = await service.history(ConversationKey("memory", "", "c-new"))
         assert [(t.role, t.content) for t in history] == [("user", "Where are my invoices?")]
+        assert await service.store.pending_drafts() == []  # a shadow answer waits for no one
         (draft,) = await service.store.drafts()
         assert (draft.question, draft.answer, draft.state) == (
             "Where are my invoices?",
@@ -164,8 +165,10 @@ async def test_a_draft_approved_by_staff_is_posted_where_the_customer_asked(
         assert not refused.ok and refused.message == NOT_STAFF
         assert not chat.resumed
 
+        assert [d.id for d in await service.store.pending_drafts()] == [draft.id]
         done = await service.decide(draft.id, "approve", STAFF)
         assert done.ok and done.message == f"Approved by {STAFF} and posted."
+        assert await service.store.pending_drafts() == []
         ((event, reply),) = chat.resumed
         assert event.text == "Where are my invoices?" and await reply.wait() == ANSWER
         assert [(t.role, t.content) for t in await service.history(key)] == [

@@ -125,11 +125,8 @@ class Reviews:
         posted = text.strip() if action == "edit" else draft.answer if action == "approve" else ""
         by = name or user
         if not await self.store.decide_draft(draft_id, state, by, posted):
-            now = await self.store.draft(draft_id)
-            who = now.decided_by if now is not None else "someone"
-            return Decided(
-                False, ALREADY_DECIDED.format(state=now.state if now else state, who=who)
-            )
+            now = await self.store.draft(draft_id) or draft
+            return Decided(False, ALREADY_DECIDED.format(state=now.state, who=now.decided_by))
         await self._settle(draft, state, posted)
         return Decided(True, DECIDED[state].format(who=by), await self.store.draft(draft_id))
 
@@ -137,9 +134,9 @@ class Reviews:
         """Hand to a person every pending draft of ``platform`` older than the limit."""
         cutoff = _now() - timedelta(minutes=self.config.expire_minutes)
         expired = 0
-        for draft in await self.store.drafts():
+        for draft in await self.store.pending_drafts():
             event = draft.event
-            if draft.state != "pending" or event is None or event.platform != platform:
+            if event is None or event.platform != platform:
                 continue
             if draft.created_at <= cutoff and await self.store.decide_draft(
                 draft.id, "expired", "parley"

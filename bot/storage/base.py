@@ -248,6 +248,10 @@ class Store(ABC):
         """Every draft kept, oldest first."""
 
     @abstractmethod
+    async def pending_drafts(self) -> list[Draft]:
+        """The drafts waiting for staff, oldest first (without reading every shadow answer)."""
+
+    @abstractmethod
     async def draft(self, draft_id: str) -> Draft | None: ...
 
     @abstractmethod

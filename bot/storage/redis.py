@@ -16,6 +16,7 @@ Keys, each under ``store.prefix`` (``parley:`` by default; ``{conv}`` is the con
 ``reply:{channel}/{reply_id}`` the answer posted as ``reply_id`` and its question (JSON)
 ``feedback``                   hash: ``[conv, reply_id, user]`` → rating (JSON)
 ``drafts``                     hash: draft id → an answer written for the team (JSON)
+``drafts:pending``             set of the ids of drafts waiting for staff
 ``inbox:{marker}``             hash: an event taken in, its state and its reply's message id
 ``inbox``                      sorted set of the markers not answered yet, by time received
 ``bucket:{kind}:{who}``        a rate limit's token bucket (tokens, when last counted)

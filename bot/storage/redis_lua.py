@@ -88,7 +88,8 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 return {taken, tostring(wait), first}
 """
 
-# KEYS: drafts. ARGV: id, state, decided by, now, posted text. 1 when the draft was pending.
+# KEYS: drafts, pending ids. ARGV: id, state, decided by, now, posted text. 1 when the draft
+# was pending.
 DECIDE_DRAFT = """
 local value = redis.call('HGET', KEYS[1], ARGV[1])
 if not value then
@@ -103,6 +104,7 @@ draft['decided_by'] = ARGV[3]
 draft['decided_at'] = tonumber(ARGV[4])
 draft['posted'] = ARGV[5]
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(draft))
+redis.call('SREM', KEYS[2], ARGV[1])
 return 1
 """
 

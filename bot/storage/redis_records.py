@@ -121,11 +121,24 @@ class RedisRecords(Store):
             "decided_at": None,
             "posted": "",
         }
-        await self._do(self._redis().hset(f"{self.prefix}drafts", draft.id, json.dumps(value)))
+        async with self._redis().pipeline(transaction=True) as pipe:
+            pipe.hset(f"{self.prefix}drafts", draft.id, json.dumps(value))
+            if draft.state == "pending":
+                pipe.sadd(f"{self.prefix}drafts:pending", draft.id)
+            await self._do(pipe.execute())
 
     async def drafts(self) -> list[Draft]:
         stored = await self._do(self._redis().hgetall(f"{self.prefix}drafts"))
         found = [_draft(str(ident), str(value)) for ident, value in stored.items()]
+        return sorted(found, key=lambda draft: (draft.created_at, draft.id))
+
+    async def pending_drafts(self) -> list[Draft]:
+        redis = self._redis()
+        ids = sorted(await self._do(redis.smembers(f"{self.prefix}drafts:pending")))
+        if not ids:
+            return []
+        values = await self._do(redis.hmget(f"{self.prefix}drafts", ids))
+        found = [_draft(str(i), str(v)) for i, v in zip(ids, values, strict=True) if v]
         return sorted(found, key=lambda draft: (draft.created_at, draft.id))
 
     async def draft(self, draft_id: str) -> Draft | None:
@@ -139,7 +152,7 @@ class RedisRecords(Store):
         # replicas, settle it once.
         decided = await self._script(
             "decide_draft",
-            [f"{self.prefix}drafts"],
+            [f"{self.prefix}drafts", f"{self.prefix}drafts:pending"],
             [draft_id, state, by, time.time(), posted],
         )
         return bool(decided)

@@ -100,6 +100,19 @@ class SQLiteRecords(Store):
         )
         return [draft_from_row(row) for row in rows]
 
+    async def pending_drafts(self) -> list[Draft]:
+        rows = await self._run(
+            lambda: (
+                self._conn()
+                .execute(
+                    f"SELECT {DRAFT_COLUMNS} FROM drafts WHERE state = 'pending'"
+                    " ORDER BY created_at, id"
+                )
+                .fetchall()
+            )
+        )
+        return [draft_from_row(row) for row in rows]
+
     async def draft(self, draft_id: str) -> Draft | None:
         row = await self._run(
             lambda: (
