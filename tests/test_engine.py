@@ -240,9 +240,8 @@ async def test_int8_backend_answers(tiny_model_dir: Path, tmp_path: Path) -> Non
         assert "Quantized" in repr(layer.self_attn.q_proj) and "Quantized" in repr(
             layer.mlp.up_proj
         )
-        # Kept in float for quality (bot/generation/quantize.py) ...
-        assert "Quantized" not in repr(layer.mlp.down_proj) + repr(model.lm_head)
-        # ... and the model file, read through a mapping, is no longer mapped: neither those
+        assert "Quantized" in repr(layer.mlp.down_proj) and "Quantized" in repr(model.lm_head)
+        # The model file, read through a mapping, is no longer mapped: neither those
         # weights nor the replaced layers' keep its pages in memory.
         assert not _mapped(model_dir)
 

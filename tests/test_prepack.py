@@ -1,7 +1,6 @@
 """Linear products laid out for the CPU (bot/generation/prepack.py): bf16 weights laid out once
 (oneDNN's layout gives the same outputs bit for bit; Parley's AMX kernel the same products to
-within bf16 rounding, each row's the same whatever else is in the batch), and float32 products
-with the operands the other way round."""
+within bf16 rounding, each row's the same whatever else is in the batch)."""
 
 from __future__ import annotations
 
@@ -17,10 +16,8 @@ from bot.generation import native
 from bot.generation.prepack import (
     AmxLinear,
     PackedLinear,
-    TransposedLinear,
     cpu_has_bf16_units,
     prepack_bf16_linears,
-    transpose_where_faster,
 )
 
 HAS_AMX = "amx_bf16" in Path("/proc/cpuinfo").read_text()
@@ -130,52 +127,3 @@ def test_without_the_amx_kernel_the_weights_go_to_onednn(
         ]
     finally:
         native.amx_library.cache_clear()
-
-
-@pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("shape", [(1, 96), (2, 96), (32, 96), (1, 7, 96), (3, 40, 96)])
-def test_transposed_linear_computes_the_layer_s_products(
-    shape: tuple[int, ...], bias: bool
-) -> None:
-    """The other operand order: the same products (to float32 rounding; one row is the layer's
-    own call), laid out as the layer's, on the layer's own weight."""
-    torch.manual_seed(0)
-    linear = torch.nn.Linear(96, 200, bias=bias)
-    flipped = TransposedLinear(linear)
-    x = torch.randn(*shape)
-    with torch.inference_mode():
-        expected, out = linear(x), flipped(x)
-    assert out.shape == expected.shape and out.is_contiguous()
-    if x.numel() == 96:
-        assert torch.equal(out, expected)
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
-    assert flipped.weight is linear.weight and flipped.bias is linear.bias
-
-
-def test_transpose_where_faster_takes_only_the_named_float_layers_the_probe_picks(
-    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """One probe a weight shape; the output layer, tied to the embedding, stays tied; the
-    logits stay the model's."""
-    from bot.generation import prepack
-
-    model = _model(tiny_model_dir, torch.float32)
-    probed: list[tuple[int, int]] = []
-
-    def probe(linear: torch.nn.Linear) -> bool:
-        probed.append((linear.out_features, linear.in_features))
-        return linear.out_features > 1000  # the output layer's shape, not down_proj's
-
-    monkeypatch.setattr(prepack, "_transposed_is_faster", probe)
-    prompt = torch.tensor([list(range(100, 140))])
-    with torch.inference_mode():
-        before = model(prompt).logits
-        assert transpose_where_faster(model, {"down_proj", "lm_head"}) == 1
-        after = model(prompt).logits
-    assert sorted(probed) == sorted({(64, 128), (model.config.vocab_size, 64)})
-    assert isinstance(model.lm_head, TransposedLinear)
-    assert model.lm_head.weight is model.model.embed_tokens.weight
-    layer = model.model.layers[0]
-    assert type(layer.mlp.down_proj) is torch.nn.Linear  # the probe said no
-    assert type(layer.self_attn.q_proj) is torch.nn.Linear  # not named
-    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)

@@ -13,18 +13,12 @@ load:
   keeps the weight rearranged once (PyTorch's own compiler does the same when it freezes a
   model), so each call is oneDNN's product alone, bit for bit the same as ``nn.Linear``.
 
-A float32 ``nn.Linear`` (the layers an int8 model keeps in float) may instead multiply with its
-operands the other way round, ``(weight @ x.T).T``: ``TransposedLinear``, where a probe at load
-finds BLAS faster that way (MKL on an AMD EPYC: 1.8x for the output layer's 32 rows).
-
 README, Performance, has the figures; tests/test_prepack.py the checks.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -34,10 +28,8 @@ from bot.generation.native import amx_linear, pack_for_amx
 __all__ = [
     "AmxLinear",
     "PackedLinear",
-    "TransposedLinear",
     "cpu_has_bf16_units",
     "prepack_bf16_linears",
-    "transpose_where_faster",
 ]
 
 log = logging.getLogger(__name__)
@@ -114,76 +106,3 @@ class AmxLinear(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, AMX tiles"
-
-
-class TransposedLinear(torch.nn.Module):
-    """A float32 ``nn.Linear`` that multiplies as ``(weight @ x.T).T``: the same products with
-    the operands in the other order, which BLAS may run faster (on an AMD EPYC MKL's kernel for
-    ``x @ weight.T`` is slow for many rows). Its weight is the layer's own parameter, so an
-    output layer tied to the embedding stays tied."""
-
-    def __init__(self, linear: torch.nn.Linear) -> None:
-        super().__init__()
-        self.in_features = linear.in_features
-        self.out_features = linear.out_features
-        self.weight = linear.weight
-        self.bias = linear.bias
-
-    def forward(self, x: torch.Tensor) -> Any:
-        rows = x.reshape(-1, self.in_features)
-        if rows.shape[0] < 2:  # one row: a matrix-vector product either way, as fast
-            return torch.nn.functional.linear(x, self.weight, self.bias)
-        out = torch.mm(self.weight, rows.t()).t()
-        if self.bias is not None:
-            out = out + self.bias
-        return out.contiguous().view(*x.shape[:-1], self.out_features)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, transposed"
-
-
-def transpose_where_faster(model: torch.nn.Module, names: Collection[str]) -> int:
-    """Replace the float32 ``nn.Linear`` layers named (last part of the name) in ``names`` with
-    ``TransposedLinear`` where a probe of each weight shape, at a decode step's 32 rows, finds
-    that order at least 10 % faster; how many were replaced. Only the speed depends on the probe:
-    either order computes the same products, to float32 rounding (bit for bit on the EPYC for
-    one row and from 12 rows up)."""
-    verdicts: dict[tuple[int, int], bool] = {}
-    replaced = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if not (
-                name in names
-                and type(child) is torch.nn.Linear
-                and child.weight.dtype == torch.float32
-                and child.weight.device.type == "cpu"
-            ):
-                continue
-            shape = (child.out_features, child.in_features)
-            if shape not in verdicts:
-                verdicts[shape] = _transposed_is_faster(child)
-            if verdicts[shape]:
-                setattr(parent, name, TransposedLinear(child))
-                replaced += 1
-    log.info(
-        "float32 products multiplied transposed in %d layers (shapes probed: %s)",
-        replaced,
-        ", ".join(f"{o}x{i} {'yes' if v else 'no'}" for (o, i), v in verdicts.items()) or "none",
-    )
-    return replaced
-
-
-def _transposed_is_faster(linear: torch.nn.Linear, rows: int = 32) -> bool:
-    x = torch.randn(rows, linear.in_features)
-    flipped = TransposedLinear(linear)
-
-    def best(layer: torch.nn.Module) -> float:
-        times = []
-        with torch.inference_mode():
-            for _ in range(4):  # the first warms the caches up
-                start = time.perf_counter()
-                layer(x)
-                times.append(time.perf_counter() - start)
-        return min(times[1:])
-
-    return best(flipped) < 0.9 * best(linear)
