@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run chat test lint format bench eval clean browser
+.PHONY: setup run chat test lint format bench bench-peers eval clean browser
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ test: setup lint browser
 bench: setup
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.retrieval
+
+# Parley beside llama.cpp's llama-server and vLLM's CPU build, on the same prompts. The first
+# run builds llama.cpp (about 11 minutes on 2 cores) and installs vLLM, under .cache/peers.
+bench-peers: setup
+	$(BIN)/python -m bench --peers --staggered 0
 
 # Both golden sets through the real answer path: the sample knowledge base (developed on) and
 # the held-out ferry company (never tuned on). Reports in data/eval/{sample,heldout}/.

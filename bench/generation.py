@@ -10,7 +10,11 @@ process (so its peak resident memory is its own) on the same prompts:
   on those units);
 - ``generate-1by1``: one ``model.generate()`` per message, one after another (the seed approach);
 - ``generate-static``: one left-padded ``model.generate()`` over the N prompts;
-- ``generate-batch``: transformers' own continuous batching (``model.generate_batch``).
+- ``generate-batch``: transformers' own continuous batching (``model.generate_batch``);
+- with ``--peers`` (``make bench-peers``), the engines a team would deploy instead, each served
+  by its own server on loopback (``bench/peers.py``): llama.cpp's ``llama-server`` on the bundled
+  GGUF and a Q8_0 of it, and vLLM's CPU build; the report adds each N's ratio of every Parley
+  row to the best peer.
 
 The rates of worker processes minutes apart drift by 20-30 % on a shared machine, more than the
 margin of a ratio near its target, so the bench also measures Parley and one-by-one
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.pairing import PAIRED, paired, serve
+from bench.peers import PEER_NAMES, PEERS, run_peer
 from bench.quality import agreement
 from bench.systems import PARLEY, default_systems, fastest, hf_worker, launch, parley_worker
 from bench.workload import NEW_TOKENS, RESULTS, build_conversations, chat_messages, load_tokenizer
@@ -62,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="beside llama.cpp's server and vLLM's CPU build (installed under .cache/peers)",
+    )
     parser.add_argument("--staggered", type=int, default=64, help="requests (0: skip)")
     parser.add_argument("--rate", type=float, default=1.0, help="staggered arrivals per second")
     parser.add_argument("--staggered-system", default="", help="default: the fastest Parley row")
@@ -99,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         f" device {args.device}",
         flush=True,
     )
-    systems = [s for s in args.systems.split(",") if s] or default_systems(args.device)
+    systems = [s for s in args.systems.split(",") if s] or (
+        [s for s in default_systems(args.device) if s in PARLEY]
+        if args.peers
+        else default_systems(args.device)
+    )
     results: dict[str, Any] = {}
     for system in systems:
         extra = []
@@ -119,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{time.perf_counter() - t0:.0f} s", flush=True)
         except RuntimeError as exc:
             print(f"FAILED: {exc}")
+    if args.peers:
+        print("peers (each installed once under .cache/peers, served on loopback):", flush=True)
+        for peer in PEERS:
+            measured = run_peer(peer, sizes, conversations, out_dir)
+            if measured is not None:
+                results[peer.name] = measured
     report = _report(results, sizes, tokenizer, args)
     report["bench_seconds"] = round(time.perf_counter() - began, 1)
     (out_dir / "generation.json").write_text(json.dumps(report, indent=2))
@@ -165,6 +185,7 @@ def _report(results: dict[str, Any], sizes: list[int], tokenizer: Any, args: Any
                     ratios.setdefault(f"{parley}/{base}", {})[str(n)] = ratio
                     line.append(f"{ratio:5.2f}x {base}")
             print(f"  {parley:<12} N={n:<3} " + "  ".join(line))
+    ratios.update(_against_peers(table, sizes))
     paired = results.get(PAIRED, {})
     if "median" in paired:
         ratios["parley-fp32/generate-1by1 paired"] = {"1": paired["median"]}
@@ -192,6 +213,14 @@ def _report(results: dict[str, Any], sizes: list[int], tokenizer: Any, args: Any
             quality[f"{system.removeprefix('parley-')}_vs_fp32_greedy"] = agreement(
                 results["parley-fp32"]["runs"][largest]["outputs"],
                 results[system]["runs"][largest]["outputs"],
+                tokenizer,
+            )
+    for peer in PEER_NAMES:
+        if "parley-fp32" in results and peer in results:
+            largest = str(max(n for n in sizes if str(n) in results[peer]["runs"]))
+            quality[f"{peer}_vs_fp32_greedy"] = agreement(
+                results["parley-fp32"]["runs"][largest]["outputs"],
+                results[peer]["runs"][largest]["outputs"],
                 tokenizer,
             )
     if "generate-1by1" in results and "parley-fp32" in results:
@@ -225,6 +254,36 @@ def _report(results: dict[str, Any], sizes: list[int], tokenizer: Any, args: Any
         "quality": quality,
         "staggered": staggered,
     }
+
+
+def _against_peers(table: dict[str, dict[str, Any]], sizes: list[int]) -> dict[str, Any]:
+    """Each Parley row's throughput over the best peer's at each N, and the time to first token
+    p95 beside the best peer's (the lowest)."""
+    out: dict[str, Any] = {}
+    for n in sizes:
+        peers = {p: table[p][str(n)] for p in PEER_NAMES if str(n) in table.get(p, {})}
+        if not peers:
+            continue
+        best = max(peers, key=lambda p: peers[p]["tok_per_s"])
+        fastest_first = min(peers[p]["ttft_p95_s"] for p in peers)
+        if n == sizes[0]:
+            print("\nParley against the best peer (throughput; TTFT p95, lower is better):")
+        for system in PARLEY:
+            mine = table.get(system, {}).get(str(n))
+            if not mine:
+                continue
+            ratio = round(mine["tok_per_s"] / peers[best]["tok_per_s"], 2)
+            out.setdefault(f"{system}/best-peer", {})[str(n)] = {
+                "ratio": ratio,
+                "peer": best,
+                "ttft_p95_s": mine["ttft_p95_s"],
+                "peer_ttft_p95_s": fastest_first,
+            }
+            print(
+                f"  {system:<12} N={n:<3} {ratio:5.2f}x {best}; TTFT p95"
+                f" {mine['ttft_p95_s']:.2f} s against {fastest_first:.2f} s"
+            )
+    return out
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:
