@@ -24,6 +24,7 @@ from bot.errors import ConfigError
 from bot.typed_tables import build
 
 __all__ = [
+    "AdminConfig",
     "BotConfig",
     "Config",
     "HandoffConfig",
@@ -254,6 +255,18 @@ class OpsConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    """The support team's console (``bot/app/console``): on only while the environment holds
+    its token, on this address only."""
+
+    host: str = "127.0.0.1"
+    port: int = 9465
+    token_env: str = "PARLEY_ADMIN_TOKEN"
+    #: Hours a login lasts.
+    session_hours: float = 12.0
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -287,6 +300,7 @@ class Config:
     review: ReviewConfig = field(default_factory=ReviewConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     #: Each platform's table, built from its ``Platform.section``, by platform name.
     sections: Mapping[str, Any] = field(default_factory=dict)
     #: The platforms this config was checked against, to read it again the same way.

@@ -141,7 +141,9 @@ async def build_report(
             report.thumbs_down += rated.rating == "down"
             if rated.rating == "down" and rated.question.strip():
                 asked.append(rated.question.strip())
-    report.gaps = group(asked, encode)[:top]
+    # In a thread: embedding many questions takes seconds, and the console calls this on the
+    # service's own event loop.
+    report.gaps = (await asyncio.to_thread(group, asked, encode))[:top]
     drafts = [d for d in await store.drafts() if d.created_at >= since]
     shadow = [d for d in drafts if d.state == "shadow"]
     report.shadowed = len(shadow)

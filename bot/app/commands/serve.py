@@ -9,8 +9,10 @@ import importlib
 import logging
 import signal
 import sys
+import threading
 from typing import Any
 
+from bot.app.console import ConsoleServer
 from bot.app.ops import OpsServer
 from bot.app.wiring import build_service
 from bot.config import Config
@@ -87,10 +89,12 @@ async def _run(config: Config) -> int:
         loop.add_signal_handler(signal.SIGHUP, service.reload_policy)
     await service.start()
     ops: OpsServer | None = None
+    console: ConsoleServer | None = None
     try:
         adapters = [module.create(config, service) for module in modules]
         if config.ops.enabled:
             ops = await _start_ops(config, service, adapters)
+        console = await _start_console(config, service)
         running = [asyncio.create_task(a.run(), name=a.name) for a in adapters]
         waiter = asyncio.create_task(stop.wait())
         announcer = asyncio.create_task(_announce(adapters))
@@ -111,6 +115,8 @@ async def _run(config: Config) -> int:
             raise failure
         return 0
     finally:
+        if console is not None:
+            await console.close()
         if ops is not None:
             await ops.close()
         await service.close()
@@ -123,6 +129,34 @@ async def _announce(adapters: list[Any]) -> None:
         if serving is not None and hasattr(adapter, "url"):
             await serving.wait()
             print(f"parley: {adapter.name} chat at {adapter.url} (Ctrl-C stops)", flush=True)
+
+
+async def _start_console(config: Config, service: Service) -> ConsoleServer | None:
+    """The support team's console, when the environment holds its token."""
+    token = config.secret(config.admin.token_env)
+    if token is None:
+        log.info("the console is off: set %s to turn it on", config.admin.token_env)
+        return None
+    from bot.knowledge.embed import Embedder
+
+    embedder = Embedder(config.knowledge.embedding_model)
+    one_at_a_time = threading.Lock()  # an Embedder is for one thread at a time
+
+    def encode(texts: list[str]) -> Any:
+        with one_at_a_time:
+            return embedder.encode(texts)
+
+    # The embedding model loads only when the gaps page first has questions to group.
+    console = ConsoleServer(config.admin, token, service.store, encode)
+    try:
+        await console.start()
+    except OSError as exc:
+        log.error(
+            "no console: cannot listen on %s:%s (%s)", config.admin.host, config.admin.port, exc
+        )
+        return None
+    print(f"parley: the console at {console.url}", flush=True)
+    return console
 
 
 async def _start_ops(config: Config, service: Service, adapters: list[Any]) -> OpsServer | None:

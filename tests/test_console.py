@@ -1,0 +1,212 @@
+"""The support team's console (bot/app/console) in a real headless Chromium: log in with the
+token, read the overview drawn from a store seeded with known conversations, open a gap group;
+a wrong token, a POST without its CSRF token and HTML in a stored question are refused or shown
+as text. Without Chromium this fails (make test installs it), as the web chat's browser test."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from bot.app.console import ConsoleServer
+from bot.app.console.overview import build_overview
+from bot.config import AdminConfig, Config, StoreConfig
+from bot.events import ConversationKey
+from bot.knowledge.embed import Embedder
+from bot.storage import build_store, sqlite_records
+from bot.storage import sqlite as sqlite_module
+from bot.storage.base import Status, Store
+from tests.test_web_browser import ARTIFACTS, _driver
+
+TOKEN = "console-token-for-tests"
+HOSTILE = "<b>Where</b> is my invoice? <img src=x onerror=alert(1)>"
+NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+TWO_DAYS_AGO = NOW - timedelta(days=2)
+WEB = ConversationKey("web", "local", "visitor-1")
+DISCORD = ConversationKey("discord", "g1", "c1", "t1")
+SLACK = ConversationKey("slack", "T1", "C1", "1700000000.000100")
+
+# (when, conversation, question, what became of it, the answer's message id)
+SEEDED: list[tuple[datetime, ConversationKey, str, Status, str]] = [
+    (TWO_DAYS_AGO, WEB, "How do I reset my password?", "complete", "w1"),
+    (TWO_DAYS_AGO, WEB, HOSTILE, "dont_know", "w2"),
+    (TWO_DAYS_AGO, DISCORD, "Can I pay by card?", "complete", "d1"),
+    (NOW, SLACK, "how can I reset my password", "complete", "s1"),
+    (NOW, SLACK, "Do you ship to Canada?", "dont_know", "s2"),
+    (NOW, DISCORD, "Do you deliver to Canada?", "dont_know", "d2"),
+    (NOW, WEB, "Is the shop open on Sundays?", "failed", "w3"),
+]
+
+
+async def _seed(store: Store, monkeypatch: pytest.MonkeyPatch | None = None) -> None:
+    """The conversations above, each at its time (SQLite's clock turned back where asked), a
+    handoff, and three ratings: two 👍 and a 👎."""
+    for when, key, question, status, message_id in SEEDED:
+        if monkeypatch is not None:
+            clock = SimpleNamespace(time=lambda when=when: when.timestamp())
+            monkeypatch.setattr(sqlite_module, "time", clock)
+            monkeypatch.setattr(sqlite_records, "time", clock)
+        await store.append(key, "user", question)
+        await store.append(key, "assistant", "An answer.", status=status, message_id=message_id)
+    await store.start_handoff(DISCORD, "asked for a person")
+    assert await store.add_feedback(WEB, "w1", "u1", "up")
+    assert await store.add_feedback(SLACK, "s1", "u2", "up")
+    assert await store.add_feedback(DISCORD, "d1", "u3", "down")
+    if monkeypatch is not None:
+        monkeypatch.undo()
+
+
+@pytest.fixture
+async def console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[ConsoleServer]:
+    store = build_store(Config(store=StoreConfig(path=str(tmp_path / "parley.db"))))
+    await store.open()
+    await _seed(store, monkeypatch)
+    server = ConsoleServer(AdminConfig(port=0), TOKEN, store, Embedder().encode, clock=lambda: NOW)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+        await store.close()
+
+
+def _in_the_browser(url: str, profile: str) -> dict[str, Any]:
+    driver = _driver(profile)
+    seen: dict[str, Any] = {}
+    try:
+        wait = WebDriverWait(driver, 30)
+        driver.get(url)
+        assert driver.current_url.endswith("/login")
+        driver.find_element(By.ID, "token").send_keys("not-the-token")
+        driver.find_element(By.ID, "login").click()
+        seen["refused"] = wait.until(lambda d: d.find_element(By.ID, "error")).text
+        seen["cookie_after_refusal"] = driver.get_cookie("parley_console")
+
+        driver.find_element(By.ID, "token").send_keys(TOKEN)
+        driver.find_element(By.ID, "login").click()
+        wait.until(lambda d: d.find_elements(By.ID, "chart-questions"))
+        seen["cookie"] = driver.get_cookie("parley_console")
+        seen["questions"] = driver.find_element(By.CSS_SELECTOR, "#questions b").text
+        seen["outcomes"] = {
+            e.get_attribute("data-outcome"): e.find_element(By.TAG_NAME, "b").text
+            for e in driver.find_elements(By.CSS_SELECTOR, ".outcome")
+        }
+        seen["rating"] = driver.find_element(By.ID, "rating").text
+        seen["charts"] = len(driver.find_elements(By.CSS_SELECTOR, "section svg"))
+        seen["per_day"] = [
+            [cell.get_attribute("textContent") for cell in row.find_elements(By.XPATH, "./*")]
+            for row in driver.find_elements(By.CSS_SELECTOR, "#per-day tr")
+        ]
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.set_window_size(1100, 1300)
+        driver.save_screenshot(str(ARTIFACTS / "console-overview.png"))
+
+        driver.find_element(By.LINK_TEXT, "Gaps").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#gaps .gap"))
+        gaps = driver.find_elements(By.CSS_SELECTOR, "#gaps .gap")
+        seen["gaps"] = [g.find_element(By.CSS_SELECTOR, "summary").text for g in gaps]
+        gaps[0].find_element(By.CSS_SELECTOR, "summary").click()
+        seen["opened"] = [e.text for e in gaps[0].find_elements(By.CSS_SELECTOR, ".other")]
+        seen["bold_in_gaps"] = len(driver.find_elements(By.CSS_SELECTOR, "#gaps b, #gaps img"))
+        seen["csrf"] = driver.find_element(By.NAME, "csrf").get_attribute("value")
+        return seen
+    finally:
+        driver.quit()
+
+
+async def test_the_console_in_a_real_browser(console: ConsoleServer) -> None:
+    profile = tempfile.mkdtemp(prefix="parley-chromium-")
+    try:
+        seen = await asyncio.to_thread(_in_the_browser, console.url, profile)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    assert seen["refused"] == "That token is not right."
+    assert seen["cookie_after_refusal"] is None
+    cookie = seen["cookie"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    # The seeded numbers, as the page shows them.
+    assert seen["questions"] == "7"
+    assert seen["outcomes"] == {
+        "answered": "3",
+        "don't know": "3",
+        "handed off": "1",
+        "failed": "1",
+    }
+    assert "2 / 1" in seen["rating"] and "67 % positive" in seen["rating"]
+    assert seen["charts"] == 2
+    days = {row[0]: row[1:] for row in seen["per_day"][1:]}
+    assert seen["per_day"][0] == ["Day", "discord", "slack", "web"]
+    assert days[TWO_DAYS_AGO.date().isoformat()] == ["1", "0", "2"]
+    assert days[NOW.date().isoformat()] == ["1", "2", "1"]
+    assert len(days) == 7
+    # Gaps: don't-knows and the 👎, grouped by meaning (the embedder), the largest first.
+    assert seen["gaps"][0].startswith("2 ×") and "canada" in seen["gaps"][0].lower()
+    assert len(seen["opened"]) == 1 and "canada" in seen["opened"][0].lower()
+    assert any(HOSTILE.lower() in gap.lower() for gap in seen["gaps"])
+    assert seen["bold_in_gaps"] == 0
+    assert (ARTIFACTS / "console-overview.png").stat().st_size > 0
+
+
+async def test_posts_need_the_session_and_its_csrf_token(console: ConsoleServer) -> None:
+    async with aiohttp.ClientSession() as client:
+        form = {"token": TOKEN}
+        async with client.post(f"{console.url}login", data=form, allow_redirects=False) as r:
+            assert r.status == 303
+            session = r.cookies["parley_console"].value
+        cookies = {"parley_console": session}
+        async with aiohttp.ClientSession(cookies=cookies) as admin:
+            async with admin.get(console.url) as page:
+                html = await page.text()
+                assert page.status == 200
+                assert "script-src" not in page.headers["Content-Security-Policy"]
+            csrf = html.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            async with admin.post(f"{console.url}logout", allow_redirects=False) as r:
+                assert r.status == 403 and await r.text() == "Missing or wrong CSRF token."
+            wrong = {"csrf": "x" * len(csrf)}
+            async with admin.post(f"{console.url}logout", data=wrong, allow_redirects=False) as r:
+                assert r.status == 403
+            async with admin.get(f"{console.url}gaps.csv") as r:
+                rows = (await r.text()).splitlines()
+                assert rows[0] == "count,question,also asked as" and len(rows) >= 3
+            right = {"csrf": csrf}
+            async with admin.post(f"{console.url}logout", data=right, allow_redirects=False) as r:
+                assert r.status == 303 and r.headers["Location"] == "/login"
+            async with admin.get(console.url, allow_redirects=False) as r:
+                assert r.status == 303 and r.headers["Location"] == "/login"
+    # Without a session at all: a POST is refused, a page sends to the login.
+    async with (
+        aiohttp.ClientSession() as stranger,
+        stranger.post(f"{console.url}logout", data={"csrf": "x"}) as r,
+    ):
+        assert r.status == 401
+
+
+async def test_the_overview_reads_either_store(store_config: StoreConfig) -> None:
+    store = build_store(Config(store=store_config))
+    await store.open()
+    try:
+        await _seed(store)
+        overview = await build_overview(store, days=1)
+    finally:
+        await store.close()
+    assert overview.questions == 7
+    assert (overview.thumbs_up, overview.thumbs_down, overview.handoffs) == (2, 1, 1)
+    assert dict(overview.outcomes) == {
+        "answered": 3,
+        "don't know": 3,
+        "failed": 1,
+        "handed off": 1,
+    }
+    (today,) = overview.per_day.values()
+    assert dict(today) == {"web": 3, "discord": 2, "slack": 2}
