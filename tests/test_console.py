@@ -30,6 +30,7 @@ from bot.storage.base import Status, Store
 from tests.test_web_browser import ARTIFACTS, _driver
 
 TOKEN = "console-token-for-tests"
+EMAIL = "jane.doe@example.com"
 HOSTILE = "<b>Where</b> is my invoice? <img src=x onerror=alert(1)>"
 NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 TWO_DAYS_AGO = NOW - timedelta(days=2)
@@ -39,7 +40,7 @@ SLACK = ConversationKey("slack", "T1", "C1", "1700000000.000100")
 
 # (when, conversation, question, what became of it, the answer's message id)
 SEEDED: list[tuple[datetime, ConversationKey, str, Status, str]] = [
-    (TWO_DAYS_AGO, WEB, "How do I reset my password?", "complete", "w1"),
+    (TWO_DAYS_AGO, WEB, f"How do I reset my password? I am {EMAIL}", "complete", "w1"),
     (TWO_DAYS_AGO, WEB, HOSTILE, "dont_know", "w2"),
     (TWO_DAYS_AGO, DISCORD, "Can I pay by card?", "complete", "d1"),
     (NOW, SLACK, "how can I reset my password", "complete", "s1"),
@@ -119,6 +120,21 @@ def _in_the_browser(url: str, profile: str) -> dict[str, Any]:
         gaps[0].find_element(By.CSS_SELECTOR, "summary").click()
         seen["opened"] = [e.text for e in gaps[0].find_elements(By.CSS_SELECTOR, ".other")]
         seen["bold_in_gaps"] = len(driver.find_elements(By.CSS_SELECTOR, "#gaps b, #gaps img"))
+
+        driver.find_element(By.LINK_TEXT, "Conversations").click()
+        driver.find_element(By.ID, "q").send_keys("RESET")
+        driver.find_element(By.ID, "search").click()
+        wait.until(lambda d: "q=RESET" in d.current_url)
+        rows = driver.find_elements(By.CSS_SELECTOR, "#found tr")
+        seen["found"] = sorted(r.find_elements(By.TAG_NAME, "td")[1].text for r in rows)
+        web = next(r for r in rows if r.find_elements(By.TAG_NAME, "td")[1].text == "web")
+        seen["listed"] = web.find_element(By.TAG_NAME, "a").text
+        web.find_element(By.TAG_NAME, "a").click()
+        wait.until(lambda d: d.find_elements(By.ID, "turns"))
+        seen["turns"] = [t.text for t in driver.find_elements(By.CSS_SELECTOR, "#turns .turn")]
+        driver.find_element(By.ID, "masking").click()
+        wait.until(lambda d: EMAIL in d.find_element(By.ID, "turns").text)
+        seen["unmasked"] = driver.find_element(By.CSS_SELECTOR, "#turns .turn.user").text
         seen["csrf"] = driver.find_element(By.NAME, "csrf").get_attribute("value")
         return seen
     finally:
@@ -156,6 +172,14 @@ async def test_the_console_in_a_real_browser(console: ConsoleServer) -> None:
     assert any(HOSTILE.lower() in gap.lower() for gap in seen["gaps"])
     assert seen["bold_in_gaps"] == 0
     assert (ARTIFACTS / "console-overview.png").stat().st_size > 0
+    # Conversations: found by a word in any case, personal data masked until asked for.
+    assert seen["found"] == ["slack", "web"]
+    assert "[email]" in seen["listed"] and EMAIL not in seen["listed"]
+    assert len(seen["turns"]) == 6 and all(EMAIL not in t for t in seen["turns"])
+    assert "[email]" in seen["turns"][0] and "answered" in seen["turns"][1]
+    assert "👍 1 👎 0" in seen["turns"][1] and "don't know" in seen["turns"][3]
+    assert HOSTILE in seen["turns"][2]
+    assert EMAIL in seen["unmasked"]
 
 
 async def test_posts_need_the_session_and_its_csrf_token(console: ConsoleServer) -> None:
@@ -179,6 +203,11 @@ async def test_posts_need_the_session_and_its_csrf_token(console: ConsoleServer)
             async with admin.get(f"{console.url}gaps.csv") as r:
                 rows = (await r.text()).splitlines()
                 assert rows[0] == "count,question,also asked as" and len(rows) >= 3
+            elsewhere = {"csrf": csrf, "unmasked": "1", "back": "//evil.example/"}
+            async with admin.post(
+                f"{console.url}masking", data=elsewhere, allow_redirects=False
+            ) as r:
+                assert r.status == 303 and r.headers["Location"] == "/"  # not an open redirect
             right = {"csrf": csrf}
             async with admin.post(f"{console.url}logout", data=right, allow_redirects=False) as r:
                 assert r.status == 303 and r.headers["Location"] == "/login"

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from bot.storage.base import Store
 
-__all__ = ["OUTCOMES", "Overview", "build_overview"]
+__all__ = ["OUTCOMES", "Overview", "build_overview", "period_start"]
 
 #: A stored answer's status as the console names it.
 OUTCOMES = {
@@ -45,13 +45,17 @@ class Overview:
         return self.thumbs_up / rated if rated else None
 
 
+def period_start(now: datetime, days: int) -> datetime:
+    """The start (UTC midnight) of the last ``days`` days, today included."""
+    first = (now - timedelta(days=days - 1)).date()
+    return datetime(first.year, first.month, first.day, tzinfo=UTC)
+
+
 async def build_overview(store: Store, days: int, now: datetime | None = None) -> Overview:
     """The last ``days`` days (today included) of what ``store`` holds."""
-    now = now or datetime.now(UTC)
-    first = (now - timedelta(days=days - 1)).date()
-    since = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    since = period_start(now or datetime.now(UTC), days)
     overview = Overview(days, since)
-    overview.per_day = {first + timedelta(days=i): Counter() for i in range(days)}
+    overview.per_day = {since.date() + timedelta(days=i): Counter() for i in range(days)}
     for transcript in await store.transcripts():
         platform = transcript.conversation.split("/", 1)[0]
         for turn in transcript.turns:

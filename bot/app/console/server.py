@@ -24,7 +24,8 @@ from markupsafe import Markup
 from bot.app.commands.report import build_report
 from bot.app.console.auth import COOKIE, Session, Sessions
 from bot.app.console.charts import outcomes_chart, questions_chart
-from bot.app.console.overview import build_overview
+from bot.app.console.conversations import find, read
+from bot.app.console.overview import build_overview, period_start
 from bot.config import AdminConfig
 from bot.storage.base import Store
 
@@ -137,6 +138,46 @@ class ConsoleServer:
             outcomes_svg=Markup(outcomes_svg),
         )
 
+    async def _conversations(self, request: web.Request) -> web.Response:
+        days = self._days(request)
+        query = request.query.get("q", "")[:200]
+        session = request[SESSION]
+        since = period_start(self.clock(), days)
+        return self._page(
+            "conversations.html",
+            session=session,
+            tab="conversations",
+            days=days,
+            periods=PERIODS,
+            query=query,
+            found=await find(self.store, query, since, masked=not session.unmasked),
+            back=request.path_qs,
+        )
+
+    async def _conversation(self, request: web.Request) -> web.Response:
+        session = request[SESSION]
+        conversation = request.query.get("id", "")
+        turns = await read(self.store, conversation, masked=not session.unmasked)
+        if turns is None:
+            raise web.HTTPNotFound(text="No such conversation.", headers=HEADERS)
+        return self._page(
+            "conversation.html",
+            session=session,
+            tab="conversations",
+            days=self._days(request),
+            periods=PERIODS,
+            conversation=conversation,
+            turns=turns,
+            back=request.path_qs,
+        )
+
+    async def _masking(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        request[SESSION].unmasked = form.get("unmasked") == "1"
+        back = str(form.get("back", "/"))
+        # Only a path of this console: never an address elsewhere (an open redirect).
+        raise web.HTTPSeeOther(back if back.startswith("/") and not back.startswith("//") else "/")
+
     async def _gaps(self, request: web.Request) -> web.Response:
         days = self._days(request)
         report = await build_report(self.store, days, top=50, encode=self.encode)
@@ -191,6 +232,9 @@ class ConsoleServer:
         app.router.add_get("/", self._overview)
         app.router.add_get("/gaps", self._gaps)
         app.router.add_get("/gaps.csv", self._gaps_csv)
+        app.router.add_get("/conversations", self._conversations)
+        app.router.add_get("/conversation", self._conversation)
+        app.router.add_post("/masking", self._masking)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
