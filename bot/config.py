@@ -264,6 +264,8 @@ class AdminConfig:
     token_env: str = "PARLEY_ADMIN_TOKEN"
     #: Hours a login lasts.
     session_hours: float = 12.0
+    #: Where the Quality page looks for ``parley eval`` runs (each ``eval.json`` below it).
+    eval_dir: str = "data/eval"
 
 
 @dataclass(frozen=True)

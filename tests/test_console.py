@@ -6,6 +6,7 @@ as text. Without Chromium this fails (make test installs it), as the web chat's 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -21,8 +22,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from bot.app.console import ConsoleServer
 from bot.app.console.overview import build_overview
-from bot.config import AdminConfig, Config, StoreConfig
+from bot.config import AdminConfig, Config, KnowledgeConfig, StoreConfig
 from bot.events import ConversationKey
+from bot.knowledge.base import KnowledgeBase
 from bot.knowledge.embed import Embedder
 from bot.storage import build_store, sqlite_records
 from bot.storage import sqlite as sqlite_module
@@ -50,6 +52,19 @@ SEEDED: list[tuple[datetime, ConversationKey, str, Status, str]] = [
 ]
 
 
+# Answers that cite the knowledge base's documents, as answers do: a "Sources:" footer.
+FOOTERS = {
+    "w1": "\n\nSources:\n- Refunds and returns (refunds.md)",
+    "s1": "\n\nSources:\n- Refunds and returns (refunds.md)\n- Shipping (shipping.md)",
+    "d1": "\n\nSources:\n- Shipping (shipping.md)",
+}
+DOCUMENTS = {
+    "refunds.md": "# Refunds and returns\n\nWe refund any order within 30 days.\n",
+    "shipping.md": "# Shipping\n\nWe ship to Canada in 5 to 8 working days.\n",
+    "payment.md": "# Payment\n\nWe take cards and bank transfers.\n",
+}
+
+
 async def _seed(store: Store, monkeypatch: pytest.MonkeyPatch | None = None) -> None:
     """The conversations above, each at its time (SQLite's clock turned back where asked), a
     handoff, and three ratings: two 👍 and a 👎."""
@@ -59,7 +74,8 @@ async def _seed(store: Store, monkeypatch: pytest.MonkeyPatch | None = None) -> 
             monkeypatch.setattr(sqlite_module, "time", clock)
             monkeypatch.setattr(sqlite_records, "time", clock)
         await store.append(key, "user", question)
-        await store.append(key, "assistant", "An answer.", status=status, message_id=message_id)
+        answer = "An answer." + FOOTERS.get(message_id, "")
+        await store.append(key, "assistant", answer, status=status, message_id=message_id)
     await store.start_handoff(DISCORD, "asked for a person")
     assert await store.add_feedback(WEB, "w1", "u1", "up")
     assert await store.add_feedback(SLACK, "s1", "u2", "up")
@@ -68,17 +84,50 @@ async def _seed(store: Store, monkeypatch: pytest.MonkeyPatch | None = None) -> 
         monkeypatch.undo()
 
 
+# What `parley eval --out` writes (bot/evaluation/report.py: write_json), cut to two questions.
+EVAL_RUN = {
+    "when": "2026-12-01T10:00:00+00:00",
+    "settings": {},
+    "figures": {"hit_at_1": 0.78, "fact_in_answer": 0.67},
+    "questions": [
+        {"question": "Do you ship to Canada?", "outcome": "answered", "ok": True, "why": "",
+         "answer": "Yes, in 5 to 8 working days."},
+        {"question": "<i>Can I pay in gold?</i>", "outcome": "answered", "ok": False,
+         "why": "should have said it does not know", "answer": "Yes."},
+    ],
+}  # fmt: skip
+
+
 @pytest.fixture
 async def console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[ConsoleServer]:
     store = build_store(Config(store=StoreConfig(path=str(tmp_path / "parley.db"))))
     await store.open()
     await _seed(store, monkeypatch)
-    server = ConsoleServer(AdminConfig(port=0), TOKEN, store, Embedder().encode, clock=lambda: NOW)
+    articles = tmp_path / "articles"
+    articles.mkdir()
+    for name, text in DOCUMENTS.items():
+        (articles / name).write_text(text)
+    knowledge = KnowledgeBase(KnowledgeConfig(paths=[str(articles)]), str(tmp_path / "kb.db"))
+    await knowledge.start()
+    (articles / "payment.md").unlink()  # in the index, gone from the folder
+    (articles / "delivery.md").write_text("# Delivery\n\nParcels come by post.\n")  # not yet
+    evals = tmp_path / "eval"
+    (evals / "heldout").mkdir(parents=True)
+    (evals / "heldout" / "eval.json").write_text(json.dumps(EVAL_RUN))
+    server = ConsoleServer(
+        AdminConfig(port=0, eval_dir=str(evals)),
+        TOKEN,
+        store,
+        Embedder().encode,
+        clock=lambda: NOW,
+        knowledge=knowledge,
+    )
     await server.start()
     try:
         yield server
     finally:
         await server.close()
+        await knowledge.close()
         await store.close()
 
 
@@ -135,10 +184,41 @@ def _in_the_browser(url: str, profile: str) -> dict[str, Any]:
         driver.find_element(By.ID, "masking").click()
         wait.until(lambda d: EMAIL in d.find_element(By.ID, "turns").text)
         seen["unmasked"] = driver.find_element(By.CSS_SELECTOR, "#turns .turn.user").text
+
+        driver.find_element(By.LINK_TEXT, "Knowledge").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#documents .document"))
+        seen["documents"] = _documents(driver)
+        shipping = next(
+            r
+            for r in driver.find_elements(By.CSS_SELECTOR, "#documents .document")
+            if r.text.startswith("Shipping")
+        )
+        shipping.find_element(By.CSS_SELECTOR, "button.reingest").click()
+        seen["reingested"] = wait.until(lambda d: d.find_element(By.ID, "notice")).text
+        driver.find_element(By.ID, "refresh").click()
+        seen["refreshed"] = wait.until(lambda d: d.find_element(By.ID, "notice")).text
+        seen["documents_after"] = _documents(driver)
+
+        driver.find_element(By.LINK_TEXT, "Quality").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".run"))
+        seen["run"] = driver.find_element(By.CSS_SELECTOR, ".run h2").text
+        seen["failing"] = driver.find_element(By.CSS_SELECTOR, ".questions tr.fail").text
+        seen["italic_in_quality"] = len(driver.find_elements(By.CSS_SELECTOR, ".questions i"))
         seen["csrf"] = driver.find_element(By.NAME, "csrf").get_attribute("value")
         return seen
     finally:
         driver.quit()
+
+
+def _documents(driver: Any) -> dict[str, str]:
+    """Each document's title and how often it was cited."""
+    rows = driver.find_elements(By.CSS_SELECTOR, "#documents .document")
+    return {
+        r.find_element(By.TAG_NAME, "td").text.splitlines()[0]: r.find_element(
+            By.CSS_SELECTOR, ".cited"
+        ).text
+        for r in rows
+    }
 
 
 async def test_the_console_in_a_real_browser(console: ConsoleServer) -> None:
@@ -180,6 +260,16 @@ async def test_the_console_in_a_real_browser(console: ConsoleServer) -> None:
     assert "👍 1 👎 0" in seen["turns"][1] and "don't know" in seen["turns"][3]
     assert HOSTILE in seen["turns"][2]
     assert EMAIL in seen["unmasked"]
+    # Knowledge: each document, cited by how many stored answers; re-ingest, bring up to date.
+    assert seen["documents"] == {"Refunds and returns": "2", "Shipping": "2", "Payment": "0"}
+    assert seen["reingested"].startswith("Shipping re-ingested: 0 added, 1 updated")
+    assert seen["refreshed"].startswith("Brought up to date: 1 added, 0 updated, 2 unchanged")
+    assert "1 removed" in seen["refreshed"]
+    assert set(seen["documents_after"]) == {"Refunds and returns", "Shipping", "Delivery"}
+    # Quality: the latest eval run, its failing question as text.
+    assert seen["run"] == "heldout, 2026-12-01T10:00:00+00:00"
+    assert "<i>Can I pay in gold?</i>" in seen["failing"]
+    assert seen["italic_in_quality"] == 0
 
 
 async def test_posts_need_the_session_and_its_csrf_token(console: ConsoleServer) -> None:

@@ -357,6 +357,12 @@ class KnowledgeBase:
     async def texts(self) -> list[str]:
         return await self._run(self.knowledge.texts)
 
+    async def sources(self) -> list[SourceInfo]:
+        return await self._run(self.knowledge.sources)
+
+    async def refresh(self) -> IngestReport:
+        return await self._run(self.knowledge.refresh)
+
     async def ingest(
         self, paths: Iterable[str | Path], collection: str = DEFAULT_COLLECTION
     ) -> IngestReport:

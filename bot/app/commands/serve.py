@@ -147,7 +147,9 @@ async def _start_console(config: Config, service: Service) -> ConsoleServer | No
             return embedder.encode(texts)
 
     # The embedding model loads only when the gaps page first has questions to group.
-    console = ConsoleServer(config.admin, token, service.store, encode)
+    console = ConsoleServer(
+        config.admin, token, service.store, encode, knowledge=service.conversations.knowledge
+    )
     try:
         await console.start()
     except OSError as exc:

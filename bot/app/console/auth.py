@@ -19,6 +19,8 @@ class Session:
     expires: float
     #: Personal data shown unmasked (the admin turned masking off for this session).
     unmasked: bool = False
+    #: What the last action did, shown once on the next page.
+    notice: str = ""
 
 
 class Sessions:

@@ -14,6 +14,7 @@ import io
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -25,8 +26,10 @@ from bot.app.commands.report import build_report
 from bot.app.console.auth import COOKIE, Session, Sessions
 from bot.app.console.charts import outcomes_chart, questions_chart
 from bot.app.console.conversations import find, read
+from bot.app.console.knowledge import documents, eval_runs
 from bot.app.console.overview import build_overview, period_start
 from bot.config import AdminConfig
+from bot.knowledge.base import KnowledgeBase
 from bot.storage.base import Store
 
 __all__ = ["ConsoleServer"]
@@ -60,10 +63,12 @@ class ConsoleServer:
         store: Store,
         encode: Encode | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        knowledge: KnowledgeBase | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.encode = encode
+        self.knowledge = knowledge
         self.clock = clock
         self.sessions = Sessions(token, config.session_hours)
         self.port = config.port
@@ -178,6 +183,58 @@ class ConsoleServer:
         # Only a path of this console: never an address elsewhere (an open redirect).
         raise web.HTTPSeeOther(back if back.startswith("/") and not back.startswith("//") else "/")
 
+    async def _knowledge(self, request: web.Request) -> web.Response:
+        session = request[SESSION]
+        notice, session.notice = session.notice, ""
+        return self._page(
+            "knowledge.html",
+            session=session,
+            tab="knowledge",
+            days=self._days(request),
+            notice=notice,
+            enabled=self.knowledge is not None,
+            documents=await documents(self.knowledge, self.store) if self.knowledge else [],
+            drafts=await self.store.pending_drafts(),
+        )
+
+    async def _refresh(self, request: web.Request) -> web.Response:
+        session = request[SESSION]
+        if self.knowledge is not None:
+            try:
+                session.notice = f"Brought up to date: {await self.knowledge.refresh()}."
+            except Exception as exc:  # a broken file: say so, keep the console up
+                log.exception("console: bringing the knowledge base up to date failed")
+                session.notice = f"Bringing the knowledge base up to date failed: {exc}"
+        raise web.HTTPSeeOther("/knowledge")
+
+    async def _reingest(self, request: web.Request) -> web.Response:
+        session = request[SESSION]
+        form = await request.post()
+        path = str(form.get("path", ""))
+        known = {s.path: s for s in await self.knowledge.sources()} if self.knowledge else {}
+        source = known.get(path)
+        if source is None or self.knowledge is None:
+            session.notice = "That document is not in the knowledge base."
+        else:
+            try:
+                report = await self.knowledge.ingest([source.path], source.collection)
+                session.notice = f"{source.title} re-ingested: {report}."
+            except Exception as exc:  # a file since removed or broken
+                log.warning("console: re-ingesting %s failed: %s", source.path, exc)
+                session.notice = f"{source.title} could not be re-ingested: {exc}"
+        raise web.HTTPSeeOther("/knowledge")
+
+    async def _quality(self, request: web.Request) -> web.Response:
+        folder = Path(self.config.eval_dir)
+        return self._page(
+            "quality.html",
+            session=request[SESSION],
+            tab="quality",
+            days=self._days(request),
+            folder=str(folder),
+            runs=await asyncio.to_thread(eval_runs, folder),
+        )
+
     async def _gaps(self, request: web.Request) -> web.Response:
         days = self._days(request)
         report = await build_report(self.store, days, top=50, encode=self.encode)
@@ -235,6 +292,10 @@ class ConsoleServer:
         app.router.add_get("/conversations", self._conversations)
         app.router.add_get("/conversation", self._conversation)
         app.router.add_post("/masking", self._masking)
+        app.router.add_get("/knowledge", self._knowledge)
+        app.router.add_post("/knowledge/refresh", self._refresh)
+        app.router.add_post("/knowledge/reingest", self._reingest)
+        app.router.add_get("/quality", self._quality)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
