@@ -28,7 +28,7 @@ from bot.knowledge.base import KnowledgeBase
 from bot.knowledge.embed import Embedder
 from bot.storage import build_store, sqlite_records
 from bot.storage import sqlite as sqlite_module
-from bot.storage.base import Status, Store
+from bot.storage.base import Status, Store, Timing
 from tests.test_web_browser import ARTIFACTS, _driver
 
 TOKEN = "console-token-for-tests"
@@ -58,6 +58,15 @@ FOOTERS = {
     "s1": "\n\nSources:\n- Refunds and returns (refunds.md)\n- Shipping (shipping.md)",
     "d1": "\n\nSources:\n- Shipping (shipping.md)",
 }
+# Seconds to the first text and to the whole answer (the failed answer has none).
+TIMINGS = {
+    "w1": (0.5, 2.0),
+    "w2": (1.0, 1.0),
+    "d1": (0.3, 3.0),
+    "s1": (0.7, 2.5),
+    "s2": (1.5, 1.5),
+    "d2": (0.9, 0.9),
+}
 DOCUMENTS = {
     "refunds.md": "# Refunds and returns\n\nWe refund any order within 30 days.\n",
     "shipping.md": "# Shipping\n\nWe ship to Canada in 5 to 8 working days.\n",
@@ -75,8 +84,14 @@ async def _seed(store: Store, monkeypatch: pytest.MonkeyPatch | None = None) -> 
             monkeypatch.setattr(sqlite_records, "time", clock)
         await store.append(key, "user", question)
         answer = "An answer." + FOOTERS.get(message_id, "")
-        await store.append(key, "assistant", answer, status=status, message_id=message_id)
+        timing = Timing(*TIMINGS[message_id]) if message_id in TIMINGS else None
+        await store.append(
+            key, "assistant", answer, status=status, message_id=message_id, timing=timing
+        )
     await store.start_handoff(DISCORD, "asked for a person")
+    await store.count_outcome("web", "busy")
+    for _ in range(2):
+        await store.count_outcome("slack", "rate_limited")
     assert await store.add_feedback(WEB, "w1", "u1", "up")
     assert await store.add_feedback(SLACK, "s1", "u2", "up")
     assert await store.add_feedback(DISCORD, "d1", "u3", "down")
@@ -154,6 +169,10 @@ def _in_the_browser(url: str, profile: str) -> dict[str, Any]:
         }
         seen["rating"] = driver.find_element(By.ID, "rating").text
         seen["charts"] = len(driver.find_elements(By.CSS_SELECTOR, "section svg"))
+        seen["latency"] = [
+            [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+            for row in driver.find_elements(By.CSS_SELECTOR, "#latency tr")[1:]
+        ]
         seen["per_day"] = [
             [cell.get_attribute("textContent") for cell in row.find_elements(By.XPATH, "./*")]
             for row in driver.find_elements(By.CSS_SELECTOR, "#per-day tr")
@@ -237,10 +256,14 @@ async def test_the_console_in_a_real_browser(console: ConsoleServer) -> None:
         "answered": "3",
         "don't know": "3",
         "handed off": "1",
+        "busy": "1",
+        "rate-limited": "2",
         "failed": "1",
     }
     assert "2 / 1" in seen["rating"] and "67 % positive" in seen["rating"]
-    assert seen["charts"] == 2
+    assert seen["charts"] == 3
+    # Nearest-rank percentiles of the six timed answers.
+    assert seen["latency"] == [["First text", "0.7 s", "1.5 s"], ["Whole answer", "1.5 s", "3.0 s"]]
     days = {row[0]: row[1:] for row in seen["per_day"][1:]}
     assert seen["per_day"][0] == ["Day", "discord", "slack", "web"]
     assert days[TWO_DAYS_AGO.date().isoformat()] == ["1", "0", "2"]
@@ -326,6 +349,10 @@ async def test_the_overview_reads_either_store(store_config: StoreConfig) -> Non
         "don't know": 3,
         "failed": 1,
         "handed off": 1,
+        "busy": 1,
+        "rate-limited": 2,
     }
+    assert overview.latency("first_text", 50) == 0.7
+    assert overview.latency("whole_answer", 95) == 3.0
     (today,) = overview.per_day.values()
     assert dict(today) == {"web": 3, "discord": 2, "slack": 2}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from adapters.memory import MemoryAdapter
@@ -176,8 +177,13 @@ async def test_full_queue_answers_busy_at_once(tmp_path: Path) -> None:
     first, second = chat.send("one"), chat.send("two")
     third = chat.send("three")
     assert await third.wait(5) == BUSY
-    assert third.outcome is Outcome.BUSY and third.failed
+    assert third.failed
     assert await first.wait() == "slow" and await second.wait() == "slow"
+    await chat.drain()
+    assert third.outcome is Outcome.BUSY
+    # Counted for the console: no answer of it is in the transcript.
+    today = datetime.now(UTC).date()
+    assert await service.store.outcome_counts(today) == [(today, "memory", "busy", 1)]
     await service.close()
 
 

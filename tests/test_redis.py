@@ -263,6 +263,10 @@ async def test_two_replicas_share_one_rate_limit(tmp_path: Path, redis_url: str)
         limited = MemoryReply()
         assert await services[1].handle(_event("again", "rl-x"), limited) == Outcome.RATE_LIMITED
         assert limited.text is None
+        # Counted once each, whichever replica, for the console.
+        today = datetime.now(UTC).date()
+        counted = await services[0].store.outcome_counts(today)
+        assert [(outcome, n) for _, _, outcome, n in counted] == [("rate_limited", 3)]
     finally:
         for service in services:
             await service.close()

@@ -224,3 +224,23 @@ def test_support_hours_that_cannot_be_read_are_one_line(
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert expected in str(caught.value) and "\n" not in str(caught.value)
+
+
+async def test_an_answer_is_stored_with_how_long_it_took(
+    tmp_path: Path, store_config: StoreConfig
+) -> None:
+    """Seconds to the first text the customer saw and to the whole answer, for the console."""
+    config = Config(store=store_config, limits=LimitsConfig(user_per_minute=0))
+    backend = ScriptedBackend("Here is how, one step after another.", chunk=6, delay=0.05)
+    service = Service(config, backend, build_store(config))
+    await service.start()
+    try:
+        await MemoryAdapter(service).send("How do I get a refund?").wait()
+        (transcript,) = await service.store.transcripts()
+    finally:
+        await service.close()
+    question, answer = transcript.turns
+    assert question.timing is None
+    assert answer.timing is not None
+    assert 0 < answer.timing.first_text_s < answer.timing.answer_s
+    assert answer.timing.answer_s >= 5 * 0.05  # six chunks, a pause between each

@@ -38,7 +38,7 @@ from bot.knowledge.claims import Evidence, StreamCheck
 from bot.knowledge.grounding import Extract, compose
 from bot.knowledge.index import Source
 from bot.knowledge.retrieve import Retrieval
-from bot.storage.base import Status, Store, Turn
+from bot.storage.base import Status, Store, Timing, Turn
 
 if TYPE_CHECKING:
     from bot.knowledge.base import KnowledgeBase
@@ -79,6 +79,14 @@ class Job:
     done: asyncio.Future[Answer] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    #: When answering began, and when the customer first saw text (``time.monotonic()``).
+    taken: float = field(default=0.0, init=False)
+    first_text: float | None = field(default=None, init=False)
+
+    def timing(self) -> Timing:
+        """Seconds to the first text shown (the whole answer when it came at once), and to now."""
+        now = time.monotonic()
+        return Timing((self.first_text or now) - self.taken, now - self.taken)
 
 
 class Answerer:
@@ -146,7 +154,7 @@ class Answerer:
     async def answer(self, job: Job) -> Answer:
         """Answer ``job`` (under its conversation's lock) and record the exchange."""
         event, reply = job.event, job.reply
-        taken = time.monotonic()
+        taken = job.taken = time.monotonic()
         try:
             history = await self._history(event.key)
             # The same question, recorded and left unanswered (a crash before the answer, now
@@ -203,6 +211,7 @@ class Answerer:
                     if now != shown:
                         shown = now
                         await reply.update(shown)
+                        job.first_text = job.first_text or time.monotonic()
         except Busy:
             self.metrics.errors.labels("busy").inc()
             await reply.fail(BUSY)
@@ -345,7 +354,12 @@ class Answerer:
             return
         try:
             await self.store.append(
-                job.event.key, "assistant", text, status=status, message_id=reply_id(job.reply)
+                job.event.key,
+                "assistant",
+                text,
+                status=status,
+                message_id=reply_id(job.reply),
+                timing=job.timing(),
             )
         except StoreError:
             log.exception("cannot record an answer in %s", job.event.key)

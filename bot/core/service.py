@@ -247,6 +247,13 @@ class Service:
             self._answering.discard(event.marker)
             await self._inbox(self.store.inbox_mark(event.marker, "answered", reply_id(reply)))
         self.metrics.events.labels(event.platform, outcome.value).inc()
+        busy = outcome is Outcome.BUSY or (answer is not None and answer.outcome == "busy")
+        if busy or outcome is Outcome.RATE_LIMITED:
+            # No answer of theirs reaches a transcript: counted, for the console's overview.
+            try:
+                await self.store.count_outcome(event.platform, "busy" if busy else "rate_limited")
+            except StoreError:
+                log.exception("cannot count a %s event", outcome.value)
         return outcome, answer
 
     async def _recovered(self, event: Event, reply: Reply) -> None:

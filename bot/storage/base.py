@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
 from bot.events import ConversationKey, Event, Rating
@@ -50,6 +50,14 @@ class Turn:
 
 
 @dataclass(frozen=True, slots=True)
+class Timing:
+    """How long an answer took: seconds to its first text shown, and to the whole answer."""
+
+    first_text_s: float
+    answer_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Recorded:
     """A stored turn as a report or a training export reads it; a ``reset`` marks where the
     conversation started afresh."""
@@ -60,6 +68,9 @@ class Recorded:
     status: Status = "complete"
     #: The platform's id of the posted answer, which ratings refer to.
     message_id: str = ""
+    #: An answer's seconds from the question taken to its first text shown, and to the whole
+    #: answer (None for questions, and answers stored before timings were).
+    timing: Timing | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +158,7 @@ class Store(ABC):
         status: Status = "complete",
         user: str = "",
         message_id: str = "",
+        timing: Timing | None = None,
     ) -> None: ...
 
     @abstractmethod
@@ -221,6 +233,15 @@ class Store(ABC):
     @abstractmethod
     async def inbox_count(self) -> tuple[int, datetime | None]:
         """How many entries wait to be answered, and when the oldest was received."""
+
+    @abstractmethod
+    async def count_outcome(self, platform: str, outcome: str) -> None:
+        """Count, for today (UTC), one event that leaves no answer in a transcript: a customer
+        told the bot is busy, or to slow down."""
+
+    @abstractmethod
+    async def outcome_counts(self, since: date) -> list[tuple[date, str, str, int]]:
+        """(day, platform, outcome, count) of what ``count_outcome`` counted from ``since``."""
 
     # -- what `parley report` and `parley export-training` read -----------------------------
     @abstractmethod

@@ -55,6 +55,7 @@ from bot.storage.base import (
     Rating,
     Role,
     Status,
+    Timing,
     Turn,
     Waiting,
 )
@@ -175,9 +176,10 @@ class RedisStore(RedisRecords):
         status: Status = "complete",
         user: str = "",
         message_id: str = "",
+        timing: Timing | None = None,
     ) -> None:
         now = time.time()
-        turn = {
+        turn: dict[str, Any] = {
             "role": role,
             "content": content,
             "status": status,
@@ -185,6 +187,8 @@ class RedisStore(RedisRecords):
             "message_id": message_id,
             "created_at": now,
         }
+        if timing is not None:
+            turn["first_text_s"], turn["answer_s"] = timing.first_text_s, timing.answer_s
         channel = "/".join((key.platform, key.workspace, key.channel, ""))
         # The rated-answer record is completed inside the script with the question it answers.
         record = ""

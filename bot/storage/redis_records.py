@@ -9,13 +9,22 @@ import json
 import time
 from abc import abstractmethod
 from collections.abc import Awaitable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
 from bot.events import ConversationKey, Event
-from bot.storage.base import Claim, Draft, DraftState, Rated, Recorded, Store, Transcript
+from bot.storage.base import (
+    Claim,
+    Draft,
+    DraftState,
+    Rated,
+    Recorded,
+    Store,
+    Timing,
+    Transcript,
+)
 
 __all__ = ["RedisRecords"]
 
@@ -76,7 +85,12 @@ class RedisRecords(Store):
                 created = datetime.fromtimestamp(data["created_at"], UTC)
                 status = data.get("status", "complete")
                 message_id = data.get("message_id", "")
-                turns.append(Recorded(data["role"], data["content"], created, status, message_id))
+                timing = None
+                if data.get("answer_s") is not None:
+                    timing = Timing(data["first_text_s"], data["answer_s"])
+                turns.append(
+                    Recorded(data["role"], data["content"], created, status, message_id, timing)
+                )
             found.append(Transcript(name[len(head) :], tuple(turns)))
         return sorted(found, key=lambda transcript: transcript.conversation)
 
@@ -89,6 +103,19 @@ class RedisRecords(Store):
             created = datetime.fromtimestamp(data["created_at"], UTC)
             found.append(Rated(conversation, reply_id, data["rating"], data["question"], created))
         return sorted(found, key=lambda rated: rated.created_at)
+
+    async def count_outcome(self, platform: str, outcome: str) -> None:
+        field = json.dumps([datetime.now(UTC).date().isoformat(), platform, outcome])
+        await self._do(self._redis().hincrby(f"{self.prefix}outcomes", field, 1))
+
+    async def outcome_counts(self, since: date) -> list[tuple[date, str, str, int]]:
+        stored = await self._do(self._redis().hgetall(f"{self.prefix}outcomes"))
+        found = []
+        for field, count in stored.items():
+            day, platform, outcome = json.loads(field)
+            if date.fromisoformat(day) >= since:
+                found.append((date.fromisoformat(day), platform, outcome, int(count)))
+        return sorted(found)
 
     async def handoffs_started(self) -> list[datetime]:
         rows = await self._do(self._redis().lrange(f"{self.prefix}handoffs", 0, -1))

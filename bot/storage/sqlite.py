@@ -23,6 +23,7 @@ from bot.storage.base import (
     Rating,
     Role,
     Status,
+    Timing,
     Turn,
     Waiting,
 )
@@ -104,12 +105,14 @@ class SQLiteStore(SQLiteRecords):
         status: Status = "complete",
         user: str = "",
         message_id: str = "",
+        timing: Timing | None = None,
     ) -> None:
-        row = (str(key), role, content, status, user, message_id, time.time())
+        seconds = (timing.first_text_s, timing.answer_s) if timing else (None, None)
+        row = (str(key), role, content, status, user, message_id, time.time(), *seconds)
         await self._run(
             lambda: self._conn().execute(
                 "INSERT INTO messages (conversation, role, content, status, user_id, message_id,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " created_at, first_text_s, answer_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
         )

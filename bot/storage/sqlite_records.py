@@ -8,11 +8,20 @@ import sqlite3
 import time
 from abc import abstractmethod
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TypeVar
 
 from bot.events import ConversationKey
-from bot.storage.base import Claim, Draft, DraftState, Rated, Recorded, Store, Transcript
+from bot.storage.base import (
+    Claim,
+    Draft,
+    DraftState,
+    Rated,
+    Recorded,
+    Store,
+    Timing,
+    Transcript,
+)
 from bot.storage.sqlite_schema import DRAFT_COLUMNS, draft_from_row
 
 __all__ = ["SQLiteRecords"]
@@ -36,15 +45,16 @@ class SQLiteRecords(Store):
             rows = (
                 self._conn()
                 .execute(
-                    "SELECT conversation, role, content, status, message_id, created_at"
-                    " FROM messages ORDER BY conversation, id"
+                    "SELECT conversation, role, content, status, message_id, created_at,"
+                    " first_text_s, answer_s FROM messages ORDER BY conversation, id"
                 )
                 .fetchall()
             )
             found: dict[str, list[Recorded]] = {}
-            for conversation, role, content, status, message_id, ts in rows:
+            for conversation, role, content, status, message_id, ts, first, whole in rows:
                 when = datetime.fromtimestamp(ts, UTC)
-                turn = Recorded(role, content, when, status, message_id)
+                timing = Timing(first, whole) if whole is not None else None
+                turn = Recorded(role, content, when, status, message_id, timing)
                 found.setdefault(conversation, []).append(turn)
             return [Transcript(name, tuple(turns)) for name, turns in found.items()]
 
@@ -65,6 +75,30 @@ class SQLiteRecords(Store):
             Rated(conversation, reply, rating, question, datetime.fromtimestamp(ts, UTC))
             for conversation, reply, rating, question, ts in rows
         ]
+
+    async def count_outcome(self, platform: str, outcome: str) -> None:
+        row = (datetime.now(UTC).date().isoformat(), platform, outcome)
+        await self._run(
+            lambda: self._conn().execute(
+                "INSERT INTO outcomes (day, platform, outcome, count) VALUES (?, ?, ?, 1)"
+                " ON CONFLICT (day, platform, outcome) DO UPDATE SET count = count + 1",
+                row,
+            )
+        )
+
+    async def outcome_counts(self, since: date) -> list[tuple[date, str, str, int]]:
+        rows = await self._run(
+            lambda: (
+                self._conn()
+                .execute(
+                    "SELECT day, platform, outcome, count FROM outcomes WHERE day >= ?"
+                    " ORDER BY day",
+                    (since.isoformat(),),
+                )
+                .fetchall()
+            )
+        )
+        return [(date.fromisoformat(d), p, o, int(n)) for d, p, o, n in rows]
 
     async def handoffs_started(self) -> list[datetime]:
         rows = await self._run(

@@ -12,7 +12,10 @@ from bot.storage.base import Draft
 __all__ = ["ADDED_COLUMNS", "DRAFT_COLUMNS", "SCHEMA", "draft_from_row"]
 
 #: Columns added to a table after a release: a database made before gets them on opening.
-ADDED_COLUMNS = {"handoffs": {"claimed_by": "TEXT", "claimed_at": "REAL"}}
+ADDED_COLUMNS = {
+    "handoffs": {"claimed_by": "TEXT", "claimed_at": "REAL"},
+    "messages": {"first_text_s": "REAL", "answer_s": "REAL"},
+}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -23,7 +26,10 @@ CREATE TABLE IF NOT EXISTS messages (
     status TEXT NOT NULL DEFAULT 'complete',
     user_id TEXT NOT NULL DEFAULT '',
     message_id TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    -- An answer's seconds to its first text shown and to the whole answer.
+    first_text_s REAL,
+    answer_s REAL
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation, id);
 CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, checked_at REAL NOT NULL);
@@ -66,6 +72,14 @@ CREATE TABLE IF NOT EXISTS drafts (
     posted TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS drafts_pending ON drafts (created_at) WHERE state = 'pending';
+-- Events that leave no answer in a transcript (busy, rate-limited), counted a day.
+CREATE TABLE IF NOT EXISTS outcomes (
+    day TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (day, platform, outcome)
+);
 -- A rating of one bot answer, with what was asked and answered at the time.
 CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

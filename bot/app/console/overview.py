@@ -3,13 +3,14 @@ questions a day by platform, what became of them, and how customers rated the an
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from bot.storage.base import Store
 
-__all__ = ["OUTCOMES", "Overview", "build_overview", "period_start"]
+__all__ = ["OUTCOMES", "Overview", "build_overview", "percentile", "period_start"]
 
 #: A stored answer's status as the console names it.
 OUTCOMES = {
@@ -18,6 +19,10 @@ OUTCOMES = {
     "partial": "failed",
     "failed": "failed",
 }
+
+
+#: Events counted apart (``Store.count_outcome``): no answer of theirs is in a transcript.
+UNANSWERED = {"busy": "busy", "rate_limited": "rate-limited"}
 
 
 @dataclass
@@ -30,6 +35,9 @@ class Overview:
     handoffs: int = 0
     thumbs_up: int = 0
     thumbs_down: int = 0
+    #: Each timed answer's seconds to its first text and to the whole answer, by day.
+    first_text: dict[date, list[float]] = field(default_factory=dict)
+    whole_answer: dict[date, list[float]] = field(default_factory=dict)
 
     @property
     def questions(self) -> int:
@@ -39,10 +47,22 @@ class Overview:
     def platforms(self) -> list[str]:
         return sorted({p for day in self.per_day.values() for p in day})
 
+    def latency(self, which: str, q: float) -> float | None:
+        """The ``q`` percentile (0-100) of ``which`` ("first_text" or "whole_answer") over the
+        period; None without a timed answer."""
+        values = [v for day in getattr(self, which).values() for v in day]
+        return percentile(values, q) if values else None
+
     @property
     def positive(self) -> float | None:
         rated = self.thumbs_up + self.thumbs_down
         return self.thumbs_up / rated if rated else None
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank percentile: a value some answer really took."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
 def period_start(now: datetime, days: int) -> datetime:
@@ -65,8 +85,14 @@ async def build_overview(store: Store, days: int, now: datetime | None = None) -
                 overview.per_day.setdefault(turn.created_at.date(), Counter())[platform] += 1
             elif turn.role == "assistant":
                 overview.outcomes[OUTCOMES.get(turn.status, "failed")] += 1
+                if turn.timing is not None:
+                    day = turn.created_at.date()
+                    overview.first_text.setdefault(day, []).append(turn.timing.first_text_s)
+                    overview.whole_answer.setdefault(day, []).append(turn.timing.answer_s)
     overview.handoffs = sum(when >= since for when in await store.handoffs_started())
     overview.outcomes["handed off"] = overview.handoffs
+    for _day, _platform, outcome, count in await store.outcome_counts(since.date()):
+        overview.outcomes[UNANSWERED.get(outcome, outcome)] += count
     for rated in await store.ratings():
         if rated.created_at >= since:
             overview.thumbs_up += rated.rating == "up"

@@ -24,7 +24,7 @@ from markupsafe import Markup
 
 from bot.app.commands.report import build_report
 from bot.app.console.auth import COOKIE, Session, Sessions
-from bot.app.console.charts import outcomes_chart, questions_chart
+from bot.app.console.charts import latency_chart, outcomes_chart, questions_chart
 from bot.app.console.conversations import find, read
 from bot.app.console.knowledge import documents, eval_runs
 from bot.app.console.overview import build_overview, period_start
@@ -126,9 +126,10 @@ class ConsoleServer:
         overview = await build_overview(self.store, days, self.clock())
         outcomes = {name: overview.outcomes[name] for name in OUTCOME_ORDER}
         # Drawn in a thread: a chart takes a tenth of a second, the service's loop has replies.
-        questions_svg, outcomes_svg = await asyncio.gather(
+        questions_svg, outcomes_svg, latency_svg = await asyncio.gather(
             asyncio.to_thread(questions_chart, overview),
             asyncio.to_thread(outcomes_chart, outcomes),
+            asyncio.to_thread(latency_chart, overview),
         )
         return self._page(
             "overview.html",
@@ -141,6 +142,7 @@ class ConsoleServer:
             # Drawn here from counts, dates and platform names: nothing a customer wrote.
             questions_svg=Markup(questions_svg),
             outcomes_svg=Markup(outcomes_svg),
+            latency_svg=Markup(latency_svg),
         )
 
     async def _conversations(self, request: web.Request) -> web.Response:
@@ -311,7 +313,7 @@ class ConsoleServer:
             self._runner = None
 
 
-OUTCOME_ORDER = ("answered", "don't know", "handed off", "failed")
+OUTCOME_ORDER = ("answered", "don't know", "handed off", "busy", "rate-limited", "failed")
 
 
 def _cell(text: str) -> str:
