@@ -8,6 +8,8 @@ and the embedding model never touch the event loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import logging
 import re
 import sysconfig
@@ -24,9 +26,10 @@ from bot.knowledge.cite import CITE_MARGIN
 from bot.knowledge.embed import Embedder
 from bot.knowledge.grounding import Sentence, SentenceScorer, choose, question_parts
 from bot.knowledge.index import PassageIndex, SourceInfo
-from bot.knowledge.ingest import collect, read_document
+from bot.knowledge.ingest import Document, collect, parse, read_document
 from bot.knowledge.retrieve import Hit, Retrieval, Retriever
 from bot.knowledge.scope import Judgement, Scope, coverage, off_topic_examples
+from bot.knowledge.site import Page
 
 __all__ = ["IngestReport", "Knowledge", "KnowledgeBase", "resolve"]
 
@@ -179,20 +182,47 @@ class Knowledge:
         report = IngestReport()
         stored = self.index.digests()
         for path in collect(paths):
-            key = str(path.resolve())
             document = read_document(path, _shown(path.resolve()))
-            if stored.get(key) == document.digest and only_changed:
-                report.unchanged.append(document.path)
-                continue
-            vectors = self.embedder.encode(
-                [f"{document.title} — {s.heading}\n{s.text}" for s in document.sections]
-            )
-            self.index.replace(key, document, collection, vectors)
-            (report.updated if key in stored else report.added).append(document.path)
+            self._put(str(path.resolve()), document, collection, stored, only_changed, report)
         if reload:
             self._reload()
         report.passages = self.index.count()
         return report
+
+    def ingest_pages(
+        self, pages: Iterable[Page], collection: str = DEFAULT_COLLECTION
+    ) -> IngestReport:
+        """Web pages (``site.fetch_site``) into the index, each under its URL, which its
+        passages cite (the page's canonical URL where it declares one)."""
+        report = IngestReport()
+        stored = self.index.digests()
+        for page in pages:
+            digest = hashlib.sha256(page.html.encode()).hexdigest()
+            document = parse(page.html, ".html", page.url, digest, fallback_title=page.url)
+            if not document.url:
+                document = dataclasses.replace(document, url=page.url)
+            self._put(page.url, document, collection, stored, True, report)
+        self._reload()
+        report.passages = self.index.count()
+        return report
+
+    def _put(
+        self,
+        key: str,
+        document: Document,
+        collection: str,
+        stored: dict[str, str],
+        only_changed: bool,
+        report: IngestReport,
+    ) -> None:
+        if stored.get(key) == document.digest and only_changed:
+            report.unchanged.append(document.path)
+            return
+        vectors = self.embedder.encode(
+            [f"{document.title} — {s.heading}\n{s.text}" for s in document.sections]
+        )
+        self.index.replace(key, document, collection, vectors)
+        (report.updated if key in stored else report.added).append(document.path)
 
     def sources(self) -> list[SourceInfo]:
         return self.index.sources()

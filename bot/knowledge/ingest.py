@@ -12,7 +12,6 @@ import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 
 __all__ = ["SUFFIXES", "Document", "Section", "collect", "parse", "read_document"]
@@ -132,79 +131,42 @@ def _plain(text: str) -> list[Section]:
     return [Section("", _tidy(text.replace("\r\n", "\n")))]
 
 
-class _HtmlSections(HTMLParser):
-    _SKIP = frozenset({"script", "style", "noscript", "template", "nav", "footer"})
-    _HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
-    _BLOCKS = frozenset({"p", "div", "li", "br", "tr", "section", "article", "ul", "ol", "table"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.title = ""
-        self.h1 = ""
-        self.url = ""
-        self.sections: list[Section] = []
-        self._heading = ""
-        self._buffer: list[str] = []
-        self._capture: list[str] | None = None
-        self._capture_tag = ""
-        self._skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = {k: v or "" for k, v in attrs}
-        if tag == "link" and values.get("rel", "").lower() == "canonical":
-            self.url = values.get("href", "")
-        elif tag == "meta" and values.get("property", "").lower() == "og:url" and not self.url:
-            self.url = values.get("content", "")
-        if tag in self._SKIP:
-            self._skipping += 1
-        elif tag in self._HEADINGS or tag == "title":
-            self._capture, self._capture_tag = [], tag
-        elif tag in self._BLOCKS:
-            self._buffer.append("\n")
-        if tag == "li":
-            self._buffer.append("- ")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._SKIP:
-            self._skipping = max(0, self._skipping - 1)
-        elif tag == self._capture_tag and self._capture is not None:
-            name = " ".join("".join(self._capture).split())
-            self._capture, self._capture_tag = None, ""
-            if tag == "title":
-                self.title = name
-            elif tag == "h1" and not self.h1:
-                self.h1 = name
-                self._flush()
-            else:
-                self._flush()
-                self._heading = name
-        elif tag in self._BLOCKS:
-            self._buffer.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if self._skipping:
-            return
-        if self._capture is not None:
-            self._capture.append(data)
-        else:
-            self._buffer.append(data)
-
-    def _flush(self) -> None:
-        text = _tidy("".join(self._buffer))
-        if text:
-            self.sections.append(Section(self._heading, text))
-        self._buffer = []
-
-    def close(self) -> None:
-        super().close()
-        self._flush()
+#: Page furniture, not content: what a help center repeats on every page.
+_NOT_CONTENT = (
+    "head",
+    "title",
+    "script",
+    "style",
+    "noscript",
+    "template",
+    "nav",
+    "footer",
+    "aside",
+)
 
 
 def _html(text: str) -> tuple[str, str, list[Section]]:
-    parser = _HtmlSections()
-    parser.feed(text)
-    parser.close()
-    return parser.h1 or parser.title, parser.url, parser.sections
+    """An HTML page's title, canonical URL and sections: the page as Markdown (markdownify,
+    headings kept as headings, emphasis and links as their words), split as Markdown is."""
+    from bs4 import BeautifulSoup
+    from markdownify import MarkdownConverter
+
+    soup = BeautifulSoup(text, "html.parser")
+    url = ""
+    canonical = soup.find("link", rel="canonical")
+    og_url = soup.find("meta", property="og:url")
+    if canonical is not None and canonical.get("href"):
+        url = str(canonical["href"])
+    elif og_url is not None and og_url.get("content"):
+        url = str(og_url["content"])
+    page_title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    for junk in soup(_NOT_CONTENT):
+        junk.decompose()
+    converter = MarkdownConverter(
+        heading_style="ATX", bullets="-", strip=["a", "b", "strong", "i", "em", "img"]
+    )
+    title, _, sections = _markdown(converter.convert_soup(soup.body or soup))
+    return title or page_title, url, sections
 
 
 _BLOCK_LINE = re.compile(r"^(?:[|>*+-]|\d+[.)] |```|~~~)")

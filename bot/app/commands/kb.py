@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import textwrap
 from datetime import UTC, datetime
 
 from bot.config import Config
 from bot.knowledge.base import DEFAULT_COLLECTION, Knowledge
+from bot.knowledge.site import fetch_site, is_url
 
 __all__ = ["add_parser", "run"]
 
@@ -17,9 +19,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     kb = commands.add_parser("kb", help="the knowledge base: ingest, search, list")
     actions = kb.add_subparsers(dest="kb_command", metavar="ACTION", required=True)
     ingest = actions.add_parser(
-        "ingest", help="read Markdown, text and HTML files (folders recursively) into the index"
+        "ingest",
+        help="read Markdown, text and HTML files (folders recursively), or a help center's pages"
+        " (a sitemap.xml URL, or a start page crawled within its host), into the index",
     )
-    ingest.add_argument("paths", nargs="+", metavar="PATH")
+    ingest.add_argument("paths", nargs="+", metavar="PATH_OR_URL")
+    ingest.add_argument("--pages", type=int, default=200, help="at most this many pages a site")
     ingest.add_argument(
         "--collection", default=DEFAULT_COLLECTION, help="the collection policies refer to"
     )
@@ -35,7 +40,12 @@ def run(config: Config, args: argparse.Namespace) -> int:
     knowledge.open()
     try:
         if args.kb_command == "ingest":
-            return _ingest(knowledge, args.paths, args.collection)
+            sites = [p for p in args.paths if is_url(p)]
+            files = [p for p in args.paths if not is_url(p)]
+            code = _ingest(knowledge, files, args.collection) if files else 0
+            for site in sites:
+                code = max(code, _ingest_site(knowledge, site, args.collection, args.pages))
+            return code
         if config.knowledge.enabled and config.knowledge.auto_ingest:
             # As the service would on start, so a fresh checkout can search the sample at once.
             knowledge.refresh()
@@ -56,6 +66,30 @@ def _ingest(knowledge: Knowledge, paths: list[str], collection: str) -> int:
         for path in items:
             print(f"{label:>8}  {path}")
     print(report)
+    return 0
+
+
+def _ingest_site(knowledge: Knowledge, url: str, collection: str, pages: int) -> int:
+    """A help center's pages into the index, with a count of pages read as it goes."""
+    shown = sys.stderr.isatty()
+
+    def progress(count: int) -> None:
+        if shown:
+            print(f"\r  {count} pages read from {url}", end="", file=sys.stderr, flush=True)
+
+    crawl = asyncio.run(fetch_site(url, limit=pages, progress=progress))
+    if shown:
+        print(file=sys.stderr)
+    for error in crawl.errors:
+        print(f"  skipped  {error}")
+    if not crawl.pages:
+        print(f"parley: no page could be read from {url}", file=sys.stderr)
+        return 2
+    report = knowledge.ingest_pages(crawl.pages, collection)
+    for label, items in (("added", report.added), ("updated", report.updated)):
+        for page in items:
+            print(f"{label:>8}  {page}")
+    print(f"{url}: {len(crawl.pages)} pages read; {report}")
     return 0
 
 
