@@ -20,6 +20,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from bench.process import ParleyProcess
 from bot.app.console import ConsoleServer
 from bot.app.console.overview import build_overview
 from bot.config import AdminConfig, Config, KnowledgeConfig, StoreConfig
@@ -29,6 +30,7 @@ from bot.knowledge.embed import Embedder
 from bot.storage import build_store, sqlite_records
 from bot.storage import sqlite as sqlite_module
 from bot.storage.base import Status, Store, Timing
+from tests.fakes.inference import serving as inference
 from tests.test_web_browser import ARTIFACTS, _driver
 
 TOKEN = "console-token-for-tests"
@@ -356,3 +358,40 @@ async def test_the_overview_reads_either_store(store_config: StoreConfig) -> Non
     assert overview.latency("whole_answer", 95) == 3.0
     (today,) = overview.per_day.values()
     assert dict(today) == {"web": 3, "discord": 2, "slack": 2}
+
+
+async def _line(log: Path, *wanted: str, seconds: float = 90) -> str:
+    """The first line of ``log`` holding one of ``wanted``, waiting for it to be written."""
+    text = ""
+    for _ in range(int(seconds * 10)):
+        text = await asyncio.to_thread(log.read_text, encoding="utf-8")
+        for line in text.splitlines():
+            if any(w in line for w in wanted):
+                return line
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"none of {wanted} in {log}:\n{text[-2000:]}")
+
+
+async def test_parley_run_serves_the_console_only_with_its_token(tmp_path: Path) -> None:
+    async with inference() as model:
+        config = tmp_path / "parley.toml"
+        config.write_text(
+            f'[model]\nbackend = "remote"\n[remote]\nbase_urls = ["{model.url}"]\n'
+            f'[knowledge]\nenabled = false\n[store]\npath = "{tmp_path / "parley.db"}"\n'
+            "[web]\nport = 0\n[ops]\nenabled = false\n[admin]\nport = 0\n"
+        )
+        for token in ("", TOKEN):
+            log = tmp_path / f"parley-{bool(token)}.log"
+            with log.open("w", encoding="utf-8") as sink:
+                process = ParleyProcess(config, sink, {"PARLEY_ADMIN_TOKEN": token})
+                await process.start()
+                try:
+                    line = await _line(log, "the console at", "the console is off")
+                    if not token:
+                        assert "the console is off: set PARLEY_ADMIN_TOKEN" in line
+                        continue
+                    url = line.rsplit(" ", 1)[1]
+                    async with aiohttp.ClientSession() as client, client.get(url) as page:
+                        assert page.url.path == "/login" and page.status == 200
+                finally:
+                    await process.stop()
