@@ -132,6 +132,23 @@ class KnowledgeConfig:
         "I'm sorry, I don't know the answer to that one, and I'd rather not guess."
     )
     help_topics: list[str] = field(default_factory=list)
+    #: Help centers read from the web: a sitemap.xml, or a start page crawled within its host.
+    urls: list[str] = field(default_factory=list)
+    #: How often the service brings them in step ("30m", "6h", "1d"); "" only by hand.
+    sync_every: str = ""
+    #: At most this many pages a site.
+    pages: int = 200
+
+    @property
+    def sync_seconds(self) -> float | None:
+        """``sync_every`` in seconds; None when it is off (or unreadable: load_config says)."""
+        found = _EVERY.fullmatch(self.sync_every.strip())
+        if found is None:
+            return None
+        return float(found.group(1)) * {"m": 60, "h": 3600, "d": 86400}[found.group(2)]
+
+
+_EVERY = re.compile(r"(\d+(?:\.\d+)?)\s*([mhd])")
 
 
 @dataclass(frozen=True)
@@ -362,6 +379,14 @@ def load_config(
         raise ConfigError(f"{source}: 'model.repetition_penalty' must be above 0 (1 turns it off)")
     if config.knowledge.answer_sentences < 1:
         raise ConfigError(f"{source}: 'knowledge.answer_sentences' must be at least 1")
+    every = config.knowledge.sync_every
+    if every.strip() and config.knowledge.sync_seconds is None:
+        raise ConfigError(
+            f"{source}: 'knowledge.sync_every' is {every!r}; write it as 30m, 6h or 1d"
+        )
+    bad = [u for u in config.knowledge.urls if not u.startswith(("http://", "https://"))]
+    if bad:
+        raise ConfigError(f"{source}: 'knowledge.urls' has {bad[0]!r}; give http(s) addresses")
     return dataclasses.replace(config, sections=sections, platforms=platforms, source=source)
 
 

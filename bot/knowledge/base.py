@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
+import json
 import logging
 import re
 import sysconfig
@@ -29,7 +31,7 @@ from bot.knowledge.index import PassageIndex, SourceInfo
 from bot.knowledge.ingest import Document, collect, parse, read_document
 from bot.knowledge.retrieve import Hit, Retrieval, Retriever
 from bot.knowledge.scope import Judgement, Scope, coverage, off_topic_examples
-from bot.knowledge.site import Page
+from bot.knowledge.site import Crawl, Page, fetch_site, site_prefix
 
 __all__ = ["IngestReport", "Knowledge", "KnowledgeBase", "resolve"]
 
@@ -202,7 +204,34 @@ class Knowledge:
             if not document.url:
                 document = dataclasses.replace(document, url=page.url)
             self._put(page.url, document, collection, stored, True, report)
+            validators = {"etag": page.etag, "last_modified": page.last_modified}
+            self.index.set_meta(f"page:{page.url}", json.dumps(validators))
         self._reload()
+        report.passages = self.index.count()
+        return report
+
+    def known_pages(self, site: str) -> dict[str, Page]:
+        """The pages of ``site`` in the index, with the validators they were served with."""
+        known = {}
+        for key in self.index.keys_starting(site_prefix(site)):
+            stored = json.loads(self.index.meta(f"page:{key}") or "{}")
+            known[key] = Page(key, "", stored.get("etag", ""), stored.get("last_modified", ""))
+        return known
+
+    def sync_site(
+        self, site: str, crawl: Crawl, collection: str = DEFAULT_COLLECTION
+    ) -> IngestReport:
+        """The index brought in step with ``crawl`` of ``site``: changed and new pages read,
+        unchanged ones kept, pages gone from the site (no longer listed or linked, 404 or 410)
+        removed; a page that failed for now (a server error, a timeout) keeps its passages."""
+        report = self.ingest_pages(crawl.pages, collection)
+        report.unchanged.extend(page.url for page in crawl.unchanged)
+        kept = {p.url for p in crawl.pages} | {p.url for p in crawl.unchanged} | set(crawl.failed)
+        gone = [key for key in self.index.keys_starting(site_prefix(site)) if key not in kept]
+        if gone:
+            self.index.remove(gone)
+            report.removed.extend(gone)
+            self._reload()
         report.passages = self.index.count()
         return report
 
@@ -341,6 +370,7 @@ class KnowledgeBase:
         self.config = config
         self.knowledge = Knowledge(config, db_path, embedder, company)
         self._executor: ThreadPoolExecutor | None = None
+        self._syncing: asyncio.Task[None] | None = None
         self._closed = False
 
     @property
@@ -353,6 +383,10 @@ class KnowledgeBase:
             raise RuntimeError("the knowledge base was already started")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parley-knowledge")
         await self._run(self._start)
+        seconds = self.config.sync_seconds
+        if self.config.urls and seconds:
+            # In the background: the service answers from what it has while sites are read.
+            self._syncing = asyncio.create_task(self._sync_every(seconds), name="kb-sync")
 
     def _start(self) -> None:
         self.knowledge.open()
@@ -368,6 +402,10 @@ class KnowledgeBase:
 
     async def close(self) -> None:
         self._closed = True
+        if self._syncing is not None:
+            self._syncing.cancel()
+            await asyncio.gather(self._syncing, return_exceptions=True)
+            self._syncing = None
         if self._executor is None:
             return
         await self._run(self.knowledge.close)
@@ -392,6 +430,26 @@ class KnowledgeBase:
 
     async def refresh(self) -> IngestReport:
         return await self._run(self.knowledge.refresh)
+
+    async def sync_sites(self) -> list[tuple[str, IngestReport, Crawl]]:
+        """Each of ``[knowledge] urls`` brought in step with its site now."""
+        done = []
+        for site in self.config.urls:
+            known = await self._run(functools.partial(self.knowledge.known_pages, site))
+            crawl = await fetch_site(site, limit=self.config.pages, known=known)
+            report = await self._run(functools.partial(self.knowledge.sync_site, site, crawl))
+            if report.changed or crawl.errors:
+                log.info("%s synced: %s; %d page(s) not read", site, report, len(crawl.errors))
+            done.append((site, report, crawl))
+        return done
+
+    async def _sync_every(self, seconds: float) -> None:
+        while True:
+            try:
+                await self.sync_sites()
+            except Exception:  # a broken site must not stop the next sync, nor the service
+                log.exception("syncing the knowledge base with its sites failed")
+            await asyncio.sleep(seconds)
 
     async def ingest(
         self, paths: Iterable[str | Path], collection: str = DEFAULT_COLLECTION

@@ -180,7 +180,9 @@ class PassageIndex:
         return [SourceInfo(*row) for row in rows]
 
     def keys_under(self, folder: Path) -> list[str]:
-        prefix = str(folder).rstrip("/") + "/"
+        return self.keys_starting(str(folder).rstrip("/") + "/")
+
+    def keys_starting(self, prefix: str) -> list[str]:
         rows = self._conn().execute("SELECT key FROM kb_sources").fetchall()
         return [key for (key,) in rows if key.startswith(prefix)]
 

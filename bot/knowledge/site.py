@@ -10,14 +10,14 @@ import logging
 import time
 import urllib.robotparser
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urldefrag, urljoin, urlsplit
 from xml.etree import ElementTree
 
 import aiohttp
 
-__all__ = ["AGENT", "Crawl", "Page", "fetch_site", "is_url"]
+__all__ = ["AGENT", "Crawl", "Page", "fetch_site", "is_url", "site_prefix"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,12 @@ _SITEMAP_NS = "{http://www.sitemaps.org/schemas/sitemap/0.9}"
 
 def is_url(text: str) -> bool:
     return text.startswith(("http://", "https://"))
+
+
+def site_prefix(url: str) -> str:
+    """What every page of ``url``'s site starts with: its scheme and host."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/"
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,11 @@ class Page:
 @dataclass
 class Crawl:
     pages: list[Page] = field(default_factory=list)
-    #: One line per page that could not be read ("URL: why").
+    #: Pages the server says have not changed since the validators it was sent (HTTP 304).
+    unchanged: list[Page] = field(default_factory=list)
+    #: Pages that could not be read for now (a server error, a timeout): kept as they were.
+    failed: list[str] = field(default_factory=list)
+    #: One line per page that could not be read ("URL: why"), gone ones (404, 410) included.
     errors: list[str] = field(default_factory=list)
 
 
@@ -53,14 +63,17 @@ class _Polite:
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self._last = 0.0
 
-    async def get(self, url: str) -> tuple[int, str, dict[str, str]]:
+    async def get(
+        self, url: str, headers: dict[str, str] | None = None
+    ) -> tuple[int, str, Mapping[str, str]]:
         wait = self._last + self.delay - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
         try:
-            async with self.session.get(url, timeout=self.timeout) as response:
+            async with self.session.get(url, headers=headers, timeout=self.timeout) as response:
                 body = await response.text(errors="replace")
-                return response.status, body, dict(response.headers)
+                # Headers stay case-insensitive: a server may send "ETag" or "etag".
+                return response.status, body, response.headers.copy()
         finally:
             self._last = time.monotonic()
 
@@ -71,9 +84,13 @@ async def fetch_site(
     delay: float = 0.5,
     page_seconds: float = 20.0,
     progress: Callable[[int], None] | None = None,
+    known: Mapping[str, Page] | None = None,
 ) -> Crawl:
     """The HTML pages of the site at ``start``: a sitemap's (``.xml``, or a body that is one),
-    else a crawl along links within ``start``'s host."""
+    else a crawl along links within ``start``'s host. A sitemap's page in ``known`` is asked
+    for only if it changed (its ETag and Last-Modified sent back): one request, no body. (A
+    crawl reads every page: it needs their links.)"""
+    known = known or {}
     crawl = Crawl()
     host = urlsplit(start).netloc
     async with aiohttp.ClientSession(headers={"User-Agent": AGENT}) as session:
@@ -82,24 +99,33 @@ async def fetch_site(
         client.delay = max(delay, float(robots.crawl_delay(AGENT) or 0))
         queue: deque[str] = deque([urldefrag(start)[0]])
         seen = set(queue)
+        listed_pages: set[str] = set()
         while queue and len(crawl.pages) < limit:
             url = queue.popleft()
             if not robots.can_fetch(AGENT, url):
                 log.info("robots.txt keeps %s out", url)
                 continue
+            before = known.get(url) if url in listed_pages else None
             try:
-                status, body, headers = await client.get(url)
+                status, body, headers = await client.get(url, _validators(before))
             except (aiohttp.ClientError, TimeoutError, UnicodeError) as exc:
                 crawl.errors.append(f"{url}: {type(exc).__name__} {exc}".strip())
+                crawl.failed.append(url)
+                continue
+            if status == 304 and before is not None:
+                crawl.unchanged.append(before)
                 continue
             if status != 200:
                 crawl.errors.append(f"{url}: HTTP {status}")
+                if status not in (404, 410):  # gone for good only when the server says so
+                    crawl.failed.append(url)
                 continue
             kind = headers.get("Content-Type", "")
             listed = _sitemap(body) if "xml" in kind or url.endswith(".xml") else None
             if listed is not None:
                 fresh = [u for u in listed if urlsplit(u).netloc == host and u not in seen]
                 seen.update(fresh)
+                listed_pages.update(fresh)
                 queue.extend(fresh)  # a sitemap index lists sitemaps; they are read in turn
                 continue
             if "html" not in kind:
@@ -115,6 +141,15 @@ async def fetch_site(
                         seen.add(link)
                         queue.append(link)
     return crawl
+
+
+def _validators(page: Page | None) -> dict[str, str]:
+    headers = {}
+    if page is not None and page.etag:
+        headers["If-None-Match"] = page.etag
+    if page is not None and page.last_modified:
+        headers["If-Modified-Since"] = page.last_modified
+    return headers
 
 
 async def _robots(client: _Polite, start: str) -> urllib.robotparser.RobotFileParser:

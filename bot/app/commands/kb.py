@@ -33,6 +33,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     search.add_argument("-k", type=int, default=5, help="how many passages to show")
     search.add_argument("--collection", action="append", default=[], help="only these")
     actions.add_parser("list", help="the documents in the index")
+    actions.add_parser(
+        "sync", help="bring the index in step with the help centers of [knowledge] urls now"
+    )
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
@@ -46,6 +49,8 @@ def run(config: Config, args: argparse.Namespace) -> int:
             for site in sites:
                 code = max(code, _ingest_site(knowledge, site, args.collection, args.pages))
             return code
+        if args.kb_command == "sync":
+            return _sync(config, knowledge)
         if config.knowledge.enabled and config.knowledge.auto_ingest:
             # As the service would on start, so a fresh checkout can search the sample at once.
             knowledge.refresh()
@@ -91,6 +96,30 @@ def _ingest_site(knowledge: Knowledge, url: str, collection: str, pages: int) ->
             print(f"{label:>8}  {page}")
     print(f"{url}: {len(crawl.pages)} pages read; {report}")
     return 0
+
+
+def _sync(config: Config, knowledge: Knowledge) -> int:
+    """Each configured site: what changed, and the pages that could not be read."""
+    if not config.knowledge.urls:
+        print("No help center to sync: list its sitemap or start page in [knowledge] urls.")
+        return 1
+    code = 0
+    for site in config.knowledge.urls:
+        known = knowledge.known_pages(site)
+        crawl = asyncio.run(fetch_site(site, limit=config.knowledge.pages, known=known))
+        report = knowledge.sync_site(site, crawl)
+        for error in crawl.errors:
+            print(f"  skipped  {error}")
+        for label, items in (
+            ("added", report.added),
+            ("updated", report.updated),
+            ("removed", report.removed),
+        ):
+            for page in items:
+                print(f"{label:>8}  {page}")
+        print(f"{site}: {report}")
+        code = code if crawl.pages or crawl.unchanged else 2
+    return code
 
 
 def _search(knowledge: Knowledge, question: str, k: int, collections: list[str]) -> int:
