@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from bot.app.listen import listen
 from bot.config import OpsConfig
 from bot.core.service import Service
 from bot.errors import StoreError
@@ -62,13 +63,7 @@ class OpsServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/policy/reload", self._reload_policy)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
+        self._runner, self.port = await listen(app, self.config.host, self.config.port)
         log.info(
             "health and metrics at http://%s:%s/healthz and /metrics", self.config.host, self.port
         )

@@ -165,9 +165,7 @@ class Knowledge:
             for key in self.index.keys_under(root)
             if key not in seen
         ]
-        if gone:
-            self.index.remove(gone)
-            report.removed.extend(gone)
+        self._drop(gone, report)
         self._reload()
         report.passages = self.index.count()
         return report
@@ -229,11 +227,16 @@ class Knowledge:
         kept = {p.url for p in crawl.pages} | {p.url for p in crawl.unchanged} | set(crawl.failed)
         gone = [key for key in self.index.keys_starting(site_prefix(site)) if key not in kept]
         if gone:
-            self.index.remove(gone)
-            report.removed.extend(gone)
+            self._drop(gone, report)
             self._reload()
         report.passages = self.index.count()
         return report
+
+    def _drop(self, keys: list[str], report: IngestReport) -> None:
+        """Documents gone from where they were read: out of the index, and said so."""
+        if keys:
+            self.index.remove(keys)
+            report.removed.extend(keys)
 
     def _put(
         self,

@@ -28,6 +28,7 @@ from bot.app.console.charts import latency_chart, outcomes_chart, questions_char
 from bot.app.console.conversations import find, read
 from bot.app.console.knowledge import documents, eval_runs
 from bot.app.console.overview import build_overview, period_start
+from bot.app.listen import listen
 from bot.config import AdminConfig
 from bot.knowledge.base import KnowledgeBase
 from bot.storage.base import Store
@@ -298,13 +299,7 @@ class ConsoleServer:
         app.router.add_post("/knowledge/refresh", self._refresh)
         app.router.add_post("/knowledge/reingest", self._reingest)
         app.router.add_get("/quality", self._quality)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
+        self._runner, self.port = await listen(app, self.config.host, self.config.port)
         log.info("the console at %s", self.url)
 
     async def close(self) -> None:
