@@ -25,6 +25,7 @@ from bot.typed_tables import build
 
 __all__ = [
     "AdminConfig",
+    "AttachmentsConfig",
     "BotConfig",
     "Config",
     "HandoffConfig",
@@ -286,6 +287,19 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class AttachmentsConfig:
+    """Files attached to a question: read as part of it (text, CSV, JSON, logs, PDF)."""
+
+    enabled: bool = True
+    #: A larger file is not downloaded; the customer is told so in one line.
+    max_bytes: int = 2_000_000
+    #: Tokens of a file's text kept with its turn (the rest is left out, and the reply says so).
+    max_tokens: int = 1000
+    #: Files read from one message; further ones get a one-line notice.
+    max_files: int = 3
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -320,6 +334,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    attachments: AttachmentsConfig = field(default_factory=AttachmentsConfig)
     #: Each platform's table, built from its ``Platform.section``, by platform name.
     sections: Mapping[str, Any] = field(default_factory=dict)
     #: The platforms this config was checked against, to read it again the same way.
@@ -377,6 +392,10 @@ def load_config(
     check_hours(config.handoff, source)
     if config.model.repetition_penalty <= 0:
         raise ConfigError(f"{source}: 'model.repetition_penalty' must be above 0 (1 turns it off)")
+    files = config.attachments
+    for name in ("max_bytes", "max_tokens", "max_files"):
+        if getattr(files, name) < 1:
+            raise ConfigError(f"{source}: 'attachments.{name}' must be at least 1")
     if config.knowledge.answer_sentences < 1:
         raise ConfigError(f"{source}: 'knowledge.answer_sentences' must be at least 1")
     every = config.knowledge.sync_every

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-__all__ = ["ConversationKey", "Event", "Rating"]
+__all__ = ["Attachment", "ConversationKey", "Event", "Rating"]
 
 #: A user's verdict on an answer: a 👍 or a 👎 (a reaction, a button).
 Rating = Literal["up", "down"]
@@ -30,6 +30,17 @@ class ConversationKey:
     def parse(cls, text: str) -> ConversationKey:
         platform, workspace, channel, thread = text.split("/", 3)
         return cls(platform, workspace, channel, thread or None)
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file attached to a message, as read by the adapter: its ``text`` ("" when it could
+    not be read), or a one-line ``notice`` for the customer saying why not (or that only its
+    first part was read)."""
+
+    name: str
+    text: str = ""
+    notice: str = ""
 
 
 def _now() -> datetime:
@@ -64,6 +75,8 @@ class Event:
     parents: tuple[str, ...] = ()
     #: The message is addressed to someone else (it opens with another user's mention).
     mentions_others: bool = False
+    #: Files attached to the message, already read (bot/core/attachments.py).
+    files: tuple[Attachment, ...] = ()
 
     @property
     def key(self) -> ConversationKey:
@@ -87,5 +100,6 @@ class Event:
         data["received_at"] = datetime.fromisoformat(data["received_at"])
         for name in ("roles", "parents"):
             data[name] = tuple(data.get(name, ()))
+        data["files"] = tuple(Attachment(**file) for file in data.get("files", ()))
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from bot.config import BotConfig, ModelConfig, PolicyConfig
+from bot.core.attachments import split_files, with_files
 from bot.core.metrics import Metrics
 from bot.core.prompt import Prompt, build_prompt
 from bot.core.reply import Reply, reply_id
@@ -26,12 +27,14 @@ from bot.core.wording import (
     CAN_HELP_WITH,
     CUT_TO_WINDOW,
     EMPTY_ANSWER,
+    FILE_CUT,
+    FILE_RECEIVED,
     OFFER_A_PERSON,
     SHUTTING_DOWN,
     STORE_DOWN,
 )
 from bot.errors import Busy, StoreError
-from bot.events import ConversationKey, Event
+from bot.events import Attachment, ConversationKey, Event
 from bot.generation.base import Backend, GenerationParams
 from bot.knowledge.cite import cited_sources, format_sources, strip_sources
 from bot.knowledge.claims import Evidence, StreamCheck
@@ -46,6 +49,9 @@ if TYPE_CHECKING:
 __all__ = ["Answer", "Answerer", "HandOff", "Job"]
 
 log = logging.getLogger(__name__)
+
+#: Files searched for a question: its own, then the conversation's newest.
+FILES_SEARCHED = 3
 
 #: Hands a conversation to a person: (conversation, reply, reason, the answer leading there).
 HandOff = Callable[[ConversationKey, Reply, str, str], Awaitable[None]]
@@ -104,6 +110,7 @@ class Answerer:
         *,
         hand_off: HandOff | None = None,
         dont_knows_before_handoff: int = 0,
+        file_tokens: int = 1000,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -120,6 +127,8 @@ class Answerer:
         #: ``dont_knows_before_handoff`` of them in a row (0: never).
         self.hand_off = hand_off
         self.dont_knows_before_handoff = dont_knows_before_handoff
+        #: Tokens of an attached file's text kept with its turn.
+        self.file_tokens = file_tokens
 
     @property
     def system_prompt(self) -> str:
@@ -155,26 +164,35 @@ class Answerer:
         """Answer ``job`` (under its conversation's lock) and record the exchange."""
         event, reply = job.event, job.reply
         taken = job.taken = time.monotonic()
+        files: list[Attachment] = []
+        if event.files:
+            files, notices = await asyncio.to_thread(self._fit_files, event.files)
+            job.notes = [*notices, *job.notes]
+        said = with_files(job.text, files)
         try:
             history = await self._history(event.key)
             # The same question, recorded and left unanswered (a crash before the answer, now
             # answered after the restart), is not recorded twice.
-            if history and history[-1].role == "user" and history[-1].content == job.text:
+            if history and history[-1].role == "user" and history[-1].content == said:
                 history = history[:-1]
             else:
                 await self.store.append(
-                    event.key, "user", job.text, user=event.user, message_id=event.message_id
+                    event.key, "user", said, user=event.user, message_id=event.message_id
                 )
         except StoreError:
             log.exception("cannot record a message in %s", event.key)
             self.metrics.errors.labels("store").inc()
             await reply.fail(STORE_DOWN)
             return Answer(job.text, STORE_DOWN, "failed")
+        if not job.text.strip():
+            # Only files: they are in the conversation now, for the question to come.
+            names = ", ".join(file.name for file in files)
+            return await self._say(job, FILE_RECEIVED.format(names=names))
         # With a knowledge base, "thanks!" gets a written reply: no search, no don't-know.
-        chat = small_talk(job.text) if self.knowledge is not None else None
+        chat = small_talk(job.text) if self.knowledge is not None and not files else None
         if chat is not None:
             return await self._small_talk(job, chat)
-        retrieval = await self._retrieve(job, history)
+        retrieval = await self._retrieve(job, history, files)
         if retrieval is not None and not retrieval.confident:
             return await self._dont_know(job, retrieval)
         # Outside the "free" answer mode the answer rests on the sentences found, only.
@@ -186,13 +204,13 @@ class Answerer:
             return await self._quote(job, found, taken)
         system = self.system_prompt_for(job.settings)
         prompt = await asyncio.to_thread(
-            self.build_prompt, history, job.text, event.context, system, retrieval, found
+            self.build_prompt, history, said, event.context, system, retrieval, found
         )
         # Outside "free", whatever the model writes is checked: against the sentences found,
         # or, with an empty knowledge base, against the conversation alone.
         checker = None
         if mode != "free" and self.knowledge is not None:
-            checker = StreamCheck(self._evidence(found, history, job.text, system))
+            checker = StreamCheck(self._evidence(found, history, said, system))
         notes = [*job.notes, CUT_TO_WINDOW] if prompt.cut else job.notes
         await reply.start()
         parts: list[str] = []
@@ -260,7 +278,10 @@ class Answerer:
 
     async def _small_talk(self, job: Job, kind: str) -> Answer:
         name = (job.settings and job.settings.persona) or self.bot.name
-        text = reply_to(kind, name, self.bot.company)
+        return await self._say(job, reply_to(kind, name, self.bot.company))
+
+    async def _say(self, job: Job, text: str) -> Answer:
+        """Answer in the bot's own words (small talk, a file received), with the notes."""
         await job.reply.finish("\n\n".join([text, *job.notes]))
         await self._record_answer(job, text)
         return Answer(job.text, text, "answered")
@@ -276,6 +297,22 @@ class Answerer:
         await self._record_answer(job, shown)
         return Answer(job.text, shown, "answered", found.sources)
 
+    def _fit_files(self, files: Sequence[Attachment]) -> tuple[list[Attachment], list[str]]:
+        """The readable files, each cut to :attr:`file_tokens`, and the notices for the
+        customer (the files not read, the ones cut). Blocking (tokenizes)."""
+        kept: list[Attachment] = []
+        notices: dict[str, None] = {}
+        for file in files:
+            if file.notice:
+                notices[file.notice] = None
+            if not file.text:
+                continue
+            text = self.backend.truncate(file.text, self.file_tokens)
+            if len(text) < len(file.text):
+                notices[FILE_CUT.format(name=file.name)] = None
+            kept.append(Attachment(file.name, text))
+        return kept, list(notices)
+
     def _evidence(
         self, found: Extract | None, history: Sequence[Turn], text: str, system: str
     ) -> Evidence:
@@ -285,16 +322,21 @@ class Answerer:
         quoted = [compose(found)] if found is not None else []
         return Evidence([*quoted, *said, text, system, self.bot.name, self.bot.company])
 
-    async def _retrieve(self, job: Job, history: Sequence[Turn]) -> Retrieval | None:
-        """The passages for this message; None when the knowledge base has no say in it (none
-        configured, or an empty index)."""
+    async def _retrieve(
+        self, job: Job, history: Sequence[Turn], files: Sequence[Attachment]
+    ) -> Retrieval | None:
+        """The passages for this message, in the knowledge base and the customer's files
+        (this message's, then the conversation's newest); None when the knowledge base has no
+        say in it (none configured, or an empty index and no file)."""
         knowledge = self.knowledge
-        if knowledge is None or not knowledge.size:
+        asked = [split_files(t.content) for t in reversed(history) if t.role == "user"]
+        files = [*files, *(file for _, earlier in asked for file in earlier)][:FILES_SEARCHED]
+        if knowledge is None or not (knowledge.size or files):
             return None
-        previous = next((t.content for t in reversed(history) if t.role == "user"), None)
+        previous = next((question for question, _ in asked if question), None)
         collections = job.settings.knowledge if job.settings else []
         try:
-            return await knowledge.retrieve(job.text, previous, collections)
+            return await knowledge.retrieve(job.text, previous, collections, files)
         except Exception:
             # Answering without the documents would invite made-up policies: say "don't know".
             log.exception("knowledge retrieval failed in %s", job.event.key)

@@ -44,6 +44,7 @@ class ConversationManager:
         *,
         hand_off: HandOff | None = None,
         dont_knows_before_handoff: int = 0,
+        file_tokens: int = 1000,
     ) -> None:
         self.store = store
         self.knowledge = knowledge
@@ -58,6 +59,7 @@ class ConversationManager:
             knowledge,
             hand_off=hand_off,
             dont_knows_before_handoff=dont_knows_before_handoff,
+            file_tokens=file_tokens,
         )
         self._queues: dict[ConversationKey, deque[Job]] = {}
         self._workers: dict[ConversationKey, asyncio.Task[None]] = {}

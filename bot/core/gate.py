@@ -292,10 +292,13 @@ class RateLimit:
 
 
 async def usable_input(ticket: Ticket) -> Outcome | None:
-    """Nothing left once mentions, markup and whitespace are gone: a hint, not the model."""
-    if ticket.text:
+    """Nothing left once mentions, markup and whitespace are gone, and no file to read: a
+    hint (after why an attached file was not read), not the model."""
+    files = ticket.event.files
+    if ticket.text or any(file.text for file in files):
         return None
-    await ticket.answer_to.finish(EMPTY_HINT)
+    notices = dict.fromkeys(file.notice for file in files if file.notice)
+    await ticket.answer_to.finish("\n".join([*notices, EMPTY_HINT]))
     return Outcome.HINTED
 
 

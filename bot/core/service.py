@@ -90,6 +90,7 @@ class Service:
             # Repeated don't-knows hand the customer to a person instead of a third shrug.
             hand_off=self.handoffs.hand_off,
             dont_knows_before_handoff=config.handoff.dont_knows_in_a_row,
+            file_tokens=config.attachments.max_tokens,
         )
         self.metrics.watch(lambda: self.conversations.pending, lambda: backend.in_flight)
         limits = config.limits

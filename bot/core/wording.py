@@ -17,6 +17,18 @@ HELP = (
     "and I'll answer here. Say 'reset' to make me forget this conversation."
 )
 
+# -- files attached to a question ----------------------------------------------------------------
+FILE_IMAGE = "I can't read images yet, so I couldn't look at {name}."
+FILE_KIND = "I can't read this kind of file yet ({name}); text, CSV, JSON, log and PDF files work."
+FILE_TOO_LARGE = "{name} is too large for me to read (the limit is {limit})."
+FILE_PROTECTED = "{name} is password-protected, so I couldn't read it."
+FILE_BROKEN = "{name} looks damaged, so I couldn't read it."
+FILE_NO_TEXT = "{name} has no text I can read (a scanned page, perhaps?)."
+FILE_NOT_FETCHED = "I couldn't download {name}; please try attaching it again."
+FILE_CUT = "{name} is long, so I read only its first part."
+FILE_TOO_MANY = "I read only the first {count} files of a message."
+FILE_RECEIVED = "I've read {names}. What would you like to know about it?"
+
 # -- handing off --------------------------------------------------------------------------------
 HANDOFF = (
     "I've asked a member of our support team to take over; they'll answer you here."

@@ -24,10 +24,11 @@ from typing import TypeVar
 import numpy as np
 
 from bot.config import KnowledgeConfig
+from bot.events import Attachment
 from bot.knowledge.cite import CITE_MARGIN
 from bot.knowledge.embed import Embedder
-from bot.knowledge.grounding import Sentence, SentenceScorer, choose, question_parts
-from bot.knowledge.index import PassageIndex, SourceInfo
+from bot.knowledge.grounding import Extract, Sentence, SentenceScorer, choose, question_parts
+from bot.knowledge.index import Passage, PassageIndex, Source, SourceInfo
 from bot.knowledge.ingest import Document, collect, parse, read_document
 from bot.knowledge.retrieve import Hit, Retrieval, Retriever
 from bot.knowledge.scope import Judgement, Scope, coverage, off_topic_examples
@@ -43,6 +44,15 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: Where an installed package keeps ``config/`` (pyproject.toml's data-files).
 INSTALLED_ROOT = Path(sysconfig.get_path("data")) / "share" / "parley"
 DEFAULT_COLLECTION = "default"
+#: Where a customer's file is cited from (a citation names the file and this).
+ATTACHED = "your attachment"
+#: Conversations whose files are kept searchable between their questions.
+FILES_KEPT = 32
+#: Log-odds a customer's file counts above the index, and how close the two must be for the
+#: other to add its best sentence: chosen on a handful of invoices, logs and CSVs against the
+#: sample knowledge base (tests/test_attachments.py asks others).
+FILE_PRIOR = 1.0
+MERGE_MARGIN = 1.0
 #: A question that continues the one before ("and for the family plan?"), read with it.
 _CONTINUES = re.compile(r"^\s*(?:and|also|but|what about|how about)\b")
 #: Words by which a message refers back to the one before ("and what does it cost?").
@@ -112,6 +122,7 @@ class Knowledge:
         self._embedder = embedder
         self.retriever = Retriever([], np.zeros((0, 0), dtype=np.float32))
         self.scorer = SentenceScorer(lambda texts: self.embedder.encode(texts))
+        self._files: dict[tuple[tuple[str, str], ...], tuple[Retriever, SentenceScorer]] = {}
 
     @property
     def embedder(self) -> Embedder:
@@ -269,35 +280,38 @@ class Knowledge:
         k: int | None = None,
         collections: Collection[str] = (),
         split: bool = True,
+        among: tuple[Retriever, SentenceScorer] | None = None,
     ) -> Retrieval:
         """The ``k`` best passages for ``query`` and, outside the "free" answer mode, the
-        sentences of theirs that answer it (of each part of it, with ``split``)."""
+        sentences of theirs that answer it (of each part of it, with ``split``); ``among``
+        other passages than the index's (a customer's files)."""
         k = self.config.top_k if k is None else k
-        if not len(self.retriever) or not query.strip():
+        retriever, scorer = among or (self.retriever, self.scorer)
+        if not len(retriever) or not query.strip():
             return Retrieval(query, (), False)
         # The model reads a misspelt word as unrelated pieces: "pasword" is "pas", "##word".
-        spellchecked = self.retriever.keywords.spellchecked
+        spellchecked = retriever.keywords.spellchecked
         # The free mode quotes no sentences, so it has no use for the question's parts.
         split = split and self.config.answer_mode != "free"
         parts = question_parts(query) if split else [query]
         # The whole question, then each of its parts when it has several.
         texts = [query, *parts] if len(parts) > 1 else [query]
         vectors = self.embedder.encode([spellchecked(text) for text in texts])
-        hits = tuple(self.retriever.search(query, vectors[0], k, collections))
+        hits = tuple(retriever.search(query, vectors[0], k, collections))
         if not hits:
             return Retrieval(query, hits, False)
         if self.config.answer_mode == "free":
-            judgement = self._judge(query, vectors[0], hits, hits[0].passage.text)
+            judgement = self._judge(retriever, query, vectors[0], hits, hits[0].passage.text)
             return Retrieval(query, hits, judgement.answerable, judgement=judgement)
         # Each part of the question brings its own passages: "how much is it" and "can I
         # pause it" are answered in different articles.
         found = {h.passage.id: h for h in hits}
         for part, vector in zip(texts[1:], vectors[1:], strict=True):
-            for hit in self.retriever.search(part, vector, k, collections):
+            for hit in retriever.search(part, vector, k, collections):
                 found.setdefault(hit.passage.id, hit)
         passages = [hit.passage for hit in found.values()]
         priors = [hit.similarity for hit in found.values()]
-        ranked = self.scorer.score(passages, texts, vectors, priors)
+        ranked = scorer.score(passages, texts, vectors, priors)
         # The sections are ranked again by their best sentence: a sentence is about one thing,
         # a section about several, so its best sentence tells better whether it answers.
         best: dict[int, Sentence] = {}
@@ -323,27 +337,84 @@ class Knowledge:
                 ),
                 None,
             )
-        extract = choose(ranked, self.config.answer_sentences, self.scorer.units, second)
+        extract = choose(ranked, self.config.answer_sentences, scorer.units, second)
         quoted = " ".join(sentence.unit.text for sentence in extract.sentences)
-        judgement = self._judge(query, vectors[0], hits, quoted)
+        judgement = self._judge(retriever, query, vectors[0], hits, quoted)
         return Retrieval(query, hits, judgement.answerable, extract, judgement)
 
     def _judge(
-        self, query: str, vector: np.ndarray, hits: Sequence[Hit], evidence: str
+        self,
+        retriever: Retriever,
+        query: str,
+        vector: np.ndarray,
+        hits: Sequence[Hit],
+        evidence: str,
     ) -> Judgement:
         """Whether the ``evidence`` found for ``query`` answers it (:mod:`scope`)."""
-        terms = self.retriever.keywords.terms
+        terms = retriever.keywords.terms
         covered = coverage(terms(query), terms(evidence))
         signals = self.scope.signals(vector, max(h.similarity for h in hits), covered)
         return Judgement(signals, self.config.decision, self.config.min_score)
 
     def retrieve(
-        self, question: str, previous: str | None = None, collections: Collection[str] = ()
+        self,
+        question: str,
+        previous: str | None = None,
+        collections: Collection[str] = (),
+        files: Sequence[Attachment] = (),
     ) -> Retrieval:
-        """Search for ``question``. A question that continues the ``previous`` one ("and for
-        the family plan?") is read with it; another follow-up ("how long does that take?") is
-        searched again with it only when it finds nothing alone: a new question that merely
-        follows an answered one would borrow its topic."""
+        """Search for ``question``, in the index and in the customer's ``files``. The surer
+        of the two answers (a file counted :data:`FILE_PRIOR` surer: it came with the
+        question); the other, when nearly as sure, adds its best sentence ("your log shows
+        error E-4012" and the article on that error)."""
+        found = self._retrieve(question, previous, collections)
+        readable = [file for file in files if file.text]
+        if not readable:
+            return found
+        own = self.search(question, among=self._files_index(readable))
+        if not own.confident or own.judgement is None:
+            return found
+        if not found.confident or found.judgement is None:
+            return own
+        odds = own.judgement.log_odds + FILE_PRIOR
+        first, other = (own, found) if odds >= found.judgement.log_odds else (found, own)
+        if abs(odds - found.judgement.log_odds) > MERGE_MARGIN:
+            return first
+        return _with_best_of(first, other)
+
+    def _files_index(self, files: Sequence[Attachment]) -> tuple[Retriever, SentenceScorer]:
+        """The passages of a customer's files, searchable as the index is (kept for the
+        follow-up questions that come with a file)."""
+        key = tuple((file.name, hashlib.sha256(file.text.encode()).hexdigest()) for file in files)
+        if key in self._files:
+            self._files[key] = self._files.pop(key)  # the most recently used goes last
+            return self._files[key]
+        passages: list[Passage] = []
+        for file in files:
+            source = Source(file.name, ATTACHED)
+            document = parse(file.text, ".md", file.name, "", fallback_title=file.name)
+            # A paragraph a passage: a file is not written in sections about one thing each
+            # (an invoice's lines are facts of their own), and a question is as close to its
+            # line as to its article section.
+            for section in document.sections:
+                for paragraph in section.text.split("\n\n"):
+                    # Negative ids: never the index's, whose sentences its scorer caches.
+                    passage = Passage(-1 - len(passages), source, section.heading, paragraph)
+                    passages.append(passage)
+        vectors = self.embedder.encode([passage.indexed_text for passage in passages])
+        found = (Retriever(passages, vectors), SentenceScorer(self.embedder.encode))
+        self._files[key] = found
+        while len(self._files) > FILES_KEPT:
+            del self._files[next(iter(self._files))]
+        return found
+
+    def _retrieve(
+        self, question: str, previous: str | None, collections: Collection[str]
+    ) -> Retrieval:
+        """Search the index for ``question``. A question that continues the ``previous`` one
+        ("and for the family plan?") is read with it; another follow-up ("how long does that
+        take?") is searched again with it only when it finds nothing alone: a new question
+        that merely follows an answered one would borrow its topic."""
         lowered = question.lower()
         if previous and _CONTINUES.search(lowered):
             joined = self.search(f"{previous}\n{question}", collections=collections, split=False)
@@ -354,6 +425,18 @@ class Knowledge:
             return found
         joined = self.search(f"{previous}\n{question}", collections=collections, split=False)
         return joined if joined.confident else found
+
+
+def _with_best_of(first: Retrieval, other: Retrieval) -> Retrieval:
+    """``first``, its extract joined by the best sentence of ``other``'s."""
+    if first.extract is None or other.extract is None or not other.extract.sentences:
+        return first
+    best = other.extract.sentences[0]
+    if best in first.extract.sentences:
+        return first
+    context = {**first.extract.context, best.passage.id: other.extract.context[best.passage.id]}
+    extract = Extract((*first.extract.sentences, best), context)
+    return dataclasses.replace(first, hits=first.hits + other.hits, extract=extract)
 
 
 class KnowledgeBase:
@@ -421,9 +504,15 @@ class KnowledgeBase:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     async def retrieve(
-        self, question: str, previous: str | None = None, collections: Collection[str] = ()
+        self,
+        question: str,
+        previous: str | None = None,
+        collections: Collection[str] = (),
+        files: Sequence[Attachment] = (),
     ) -> Retrieval:
-        return await self._run(lambda: self.knowledge.retrieve(question, previous, collections))
+        return await self._run(
+            lambda: self.knowledge.retrieve(question, previous, collections, files)
+        )
 
     async def texts(self) -> list[str]:
         return await self._run(self.knowledge.texts)
