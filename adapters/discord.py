@@ -16,6 +16,8 @@ process runs one Discord adapter at a time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -39,6 +41,7 @@ from adapters.discord_review import DiscordReview
 from adapters.inflight import Inflight
 from adapters.settings import DiscordConfig
 from bot.config import Config
+from bot.core.attachments import Offered, read_files
 from bot.core.reply import Reply
 from bot.core.service import Service
 from bot.errors import ConfigError, PlatformError
@@ -315,7 +318,10 @@ class DiscordAdapter:
         if not self._permitted(message.guild, message.channel, roles, author.id):
             log.debug("not answering %s in %s: [discord] access lists", author.id, event.key)
             return
-        self._inflight.start(event, self._reply(MessageSink(message)), self._handle)
+        handle = self._handle
+        if message.attachments and event.addressed:
+            handle = functools.partial(self._handle_with_files, message.attachments)
+        self._inflight.start(event, self._reply(MessageSink(message)), handle)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         await self.review.on_interaction(interaction)
@@ -363,6 +369,14 @@ class DiscordAdapter:
         if section.allow_channels and not places & set(section.allow_channels):
             return False
         return not section.allow_roles or bool({str(r) for r in roles} & set(section.allow_roles))
+
+    async def _handle_with_files(
+        self, attachments: list[discord.Attachment], event: Event, reply: Reply
+    ) -> None:
+        """Read the message's files (through discord.py, from Discord's CDN), then answer."""
+        offered = [Offered(a.filename, a.size, a.read) for a in attachments]
+        files = await read_files(offered, self.config.attachments)
+        await self._handle(dataclasses.replace(event, files=files), reply)
 
     async def _handle(self, event: Event, reply: Reply) -> None:
         assert isinstance(reply, DiscordReply)

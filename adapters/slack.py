@@ -21,7 +21,7 @@ import asyncio
 import dataclasses
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -35,10 +35,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.inflight import Inflight
 from adapters.settings import SlackConfig
 from adapters.slack_event import PLATFORM, place, to_event
+from adapters.slack_files import offered
 from adapters.slack_format import USER_MENTION, escape
 from adapters.slack_reply import EphemeralReply, Place, SlackReply, staff_mention
 from adapters.slack_review import SlackReview
 from bot.config import Config
+from bot.core.attachments import Offered, read_files
 from bot.core.reply import Reply
 from bot.core.service import Admission, Service
 from bot.errors import ConfigError, PlatformError
@@ -282,12 +284,20 @@ class SlackAdapter:
             return
         team = str(body.get("team_id") or event.get("team") or self.team)
         converted = to_event(event, team, self.bot_user, await self._lookup(event))
-        # Taken in (into the store's inbox) before this returns and bolt acknowledges it.
+        # Taken in (into the store's inbox) before this returns and bolt acknowledges it;
+        # its files are read after, within the answer's task, as Slack wants a quick ack.
         admission = await self.service.admit(converted)
+        shared = event.get("files")
+        if isinstance(shared, list) and shared and converted.addressed:
+            token = self.config.secret(self.section.bot_token_env) or ""
+            limit = self.config.attachments.max_bytes
+            offer = offered(shared, token, self.section.api_base, limit)
+        else:
+            offer = []
         self._inflight.start(
             converted,
             self._reply(place(converted)),
-            lambda event, reply: self._handle(event, reply, admission),
+            lambda event, reply: self._handle(event, reply, admission, offer),
         )
 
     async def _lookup(self, event: dict[str, Any]) -> dict[str, str]:
@@ -396,10 +406,19 @@ class SlackAdapter:
             reply.shown.append("")
         return reply
 
-    async def _handle(self, event: Event, reply: Reply, admission: Admission | None = None) -> None:
+    async def _handle(
+        self,
+        event: Event,
+        reply: Reply,
+        admission: Admission | None = None,
+        offer: Sequence[Offered] = (),
+    ) -> None:
         if isinstance(reply, SlackReply):
             self._replies.add(reply)
         try:
+            if offer:
+                files = await read_files(offer, self.config.attachments)
+                event = dataclasses.replace(event, files=files)
             outcome = await self.service.handle(event, reply, admission=admission)
             log.debug("slack %s: %s", event.message_id, outcome.value)
         except Exception:

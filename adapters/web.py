@@ -13,7 +13,8 @@ afresh) resumes the visitor's last conversation (a second cookie) unless another
 it, and otherwise starts a new one; a duplicated tab copies ``sessionStorage`` and so shares its
 conversation.
 
-The socket protocol is JSON text frames. The page sends ``ask`` (``id``, ``text``), ``human``,
+The socket protocol is JSON text frames. The page sends ``ask`` (``id``, ``text``, and the ids of
+``files`` it posted to ``/upload``: adapters.web_uploads), ``human``,
 ``reset`` and ``rate`` (``reply``, ``rating``); the server sends ``hello`` (the conversation and
 its history), then per question ``start``, ``text`` (``append`` to what the page has, or the
 whole ``text`` when cleaning changed it; ``html``: the whole answer so far, rendered),
@@ -46,7 +47,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from adapters.markdown import to_html
 from adapters.settings import WebConfig
 from adapters.web_page import Page, WebReply
+from adapters.web_uploads import Uploads
 from bot.config import Config
+from bot.core.attachments import split_files
 from bot.core.ratelimit import TokenBucket
 from bot.core.service import Outcome, Service
 from bot.core.wording import APOLOGY, SLOW_DOWN
@@ -77,6 +80,12 @@ TOO_LONG = (
 NOT_UNDERSTOOD = "Sorry, this page sent something I didn't understand. Please reload it."
 NO_HISTORY = "I can't show our earlier messages right now; new ones work as usual."
 FULL = "Too many people are chatting right now. Please try again in a few minutes."
+
+
+def _as_asked(content: str) -> str:
+    """A question as the page showed it when sent: its text, then its files by name."""
+    question, files = split_files(content)
+    return "\n".join([question, *(f"📎 {file.name}" for file in files)]).strip()
 
 
 def enabled(config: Config) -> bool:
@@ -116,6 +125,7 @@ class WebAdapter:
         self._pages: set[Page] = set()
         self._live: Counter[ConversationKey] = Counter()
         self._runner: web.AppRunner | None = None
+        self._uploads = Uploads(config.attachments)
 
     @property
     def url(self) -> str:
@@ -134,6 +144,7 @@ class WebAdapter:
         app.router.add_get("/", self._index_page)
         app.router.add_get("/ws", self._socket)
         app.router.add_get("/history", self._history_endpoint)
+        app.router.add_post("/upload", self._upload)
         app.router.add_get("/widget.js", self._widget)
         app.router.add_static("/static", STATIC, show_index=False)
         app.on_response_prepare.append(self._headers)
@@ -207,12 +218,18 @@ class WebAdapter:
             return web.json_response({"error": NO_HISTORY}, status=503)
         return web.json_response({"conversation": conversation, "history": history})
 
+    async def _upload(self, request: web.Request) -> web.Response:
+        visitor = _valid(request.cookies.get(VISITOR_COOKIE))
+        if not self._same_origin(request) or visitor is None:
+            return web.json_response({"error": "uploads come from the chat page"}, status=403)
+        return await self._uploads.receive(request, visitor)
+
     async def _history(self, key: ConversationKey) -> list[dict[str, str]]:
         turns = await self.service.history(key)
         return [
             {
                 "role": turn.role,
-                "text": turn.content,
+                "text": _as_asked(turn.content) if turn.role == "user" else turn.content,
                 "html": to_html(turn.content) if turn.role == "assistant" else "",
                 "status": turn.status,
             }
@@ -341,7 +358,8 @@ class WebAdapter:
         text = commands.get(kind) if isinstance(kind, str) else None
         if kind == "ask":
             text = message.get("text")
-        if not isinstance(text, str):
+        uploaded = message.get("files", [])
+        if not isinstance(text, str) or not isinstance(uploaded, list):
             page.send({"type": "notice", "id": ask, "text": NOT_UNDERSTOOD})
             return
         if len(text) > self._limit:
@@ -361,6 +379,7 @@ class WebAdapter:
             text=text,
             message_id=uuid.uuid4().hex,
             is_dm=True,
+            files=self._uploads.take(page.visitor, uploaded),
         )
         reply = WebReply(page, ask, self._handoff)
         task = asyncio.create_task(self._answer(page, event, reply), name=f"web {ask}")

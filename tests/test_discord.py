@@ -24,7 +24,7 @@ from adapters.settings import DiscordConfig
 from bot.app.wiring import load
 from bot.config import Config, HandoffConfig, OpsConfig, PolicyConfig
 from bot.core.service import Outcome, Service
-from bot.core.wording import RESET_DONE
+from bot.core.wording import FILE_IMAGE, FILE_TOO_LARGE, RESET_DONE
 from bot.errors import ConfigError, PlatformError
 from bot.events import ConversationKey, Event
 from bot.generation.base import ChatMessage
@@ -44,6 +44,7 @@ from tests.fakes.discord import (
     FakeDiscord,
 )
 from tests.harness import connected, inbox_emptied, left_by_a_crash, record_outcomes, waiting
+from tests.pdfs import text_pdf
 from tests.scripted import GatedBackend, ScriptedBackend
 
 
@@ -150,6 +151,44 @@ async def test_a_mention_is_answered_in_place_streamed_by_edits(
     )
     # The bot's own mention is not part of the question.
     assert backend.prompts[0][-1].content == "how do I reset my password?"
+
+
+def _departure(messages: Sequence[ChatMessage]) -> str:
+    """The model's answer when it reads a file's line: the departure line, or that it saw none."""
+    found = re.search(r"Departure time: [^\n]+", messages[-1].content)
+    return f"Your booking says {found.group()}." if found else "I see no booking."
+
+
+async def test_an_attached_file_is_read_and_an_image_gets_a_line(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    booking = text_pdf("Booking KF-1", "Departure time: 07:45 on 12 December")
+    async with serving(fake, tmp_path, ScriptedBackend(_departure)):
+        await fake.send_message(
+            f"{MENTION} when do I leave?",
+            mentions=(BOT_ID,),
+            files=[("booking.pdf", booking, "application/pdf")],
+        )
+        await fake.wait_for(
+            final(fake, CHANNEL_A, "Your booking says Departure time: 07:45 on 12 December.")
+        )
+        # An image: one line, and the text answered; a file not addressed to the bot and one
+        # over the size limit are never downloaded.
+        await fake.send_message(
+            f"{MENTION} and now?",
+            mentions=(BOT_ID,),
+            channel=CHANNEL_B,
+            files=[("photo.jpg", b"\xff\xd8\xff\xe0" + bytes(60), "image/jpeg")],
+        )
+        notice = FILE_IMAGE.format(name="photo.jpg")
+        await fake.wait_for(final(fake, CHANNEL_B, f"I see no booking.\n\n{notice}"))
+        await fake.send_message("look", files=[("chat.txt", b"hi", "text/plain")])
+        await fake.send_message(
+            f"{MENTION} huge", mentions=(BOT_ID,), files=[("big.log", b"x" * 2_000_001, "")]
+        )
+        too_large = FILE_TOO_LARGE.format(name="big.log", limit="2 MB")
+        await fake.wait_for(lambda: [m for m in fake.sent() if too_large in m["content"]])
+    assert [path.rsplit("/", 1)[1] for path in fake.downloads] == ["booking.pdf", "photo.jpg"]
 
 
 async def test_a_direct_message_is_answered(fake: FakeDiscord, tmp_path: Path) -> None:

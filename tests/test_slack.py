@@ -9,9 +9,10 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,14 @@ from hypothesis import strategies as st
 from adapters.settings import SlackConfig
 from adapters.slack import SlackAdapter, create, enabled
 from adapters.slack_event import to_event
+from adapters.slack_files import offered
 from adapters.slack_format import escape, readable, to_mrkdwn
 from adapters.slack_reply import PLACEHOLDER, STREAM_LIMIT, UPDATE_LIMIT
 from bot.config import Config, HandoffConfig, OpsConfig
 from bot.core.service import Outcome, Service
-from bot.core.wording import RESET_DONE
+from bot.core.wording import FILE_IMAGE, FILE_NOT_FETCHED, RESET_DONE
 from bot.errors import ConfigError, PlatformError
+from bot.generation.base import ChatMessage
 from bot.storage.sqlite import SQLiteStore
 from tests.conftest import make_config
 from tests.fakes.slack import (
@@ -58,6 +61,7 @@ from tests.harness import (
     record_outcomes,
     waiting,
 )
+from tests.pdfs import text_pdf
 from tests.scripted import GatedBackend, ScriptedBackend
 
 MENTION = f"<@{BOT_USER}>"
@@ -168,6 +172,36 @@ async def test_a_mention_is_streamed_into_its_thread(fake: FakeSlack, tmp_path: 
     assert not fake.called("chat.update") and not fake.called("chat.postMessage")
     # The bot's own mention is not part of the question.
     assert backend.prompts[0][-1].content == "how do I reset my password?"
+
+
+async def test_shared_files_are_downloaded_with_the_bot_token_and_read(
+    fake: FakeSlack, tmp_path: Path
+) -> None:
+    def total(messages: Sequence[ChatMessage]) -> str:
+        found = re.search(r"Total due: [^\n]+", messages[-1].content)
+        return f"Your invoice shows {found.group()}." if found else "I see no invoice."
+
+    invoice = fake.share(
+        "invoice.pdf", text_pdf("Invoice 77", "Total due: EUR 12.50"), "text/plain"
+    )
+    photo = fake.share("screen.png", b"\x89PNG\r\n\x1a\n" + bytes(40), "image/png")
+    elsewhere = dict(invoice, url_private_download="http://198.51.100.7/steal", name="x.txt")
+    async with serving(fake, tmp_path, ScriptedBackend(total)) as (_, _, outcomes):
+        asked = dict(mention(f"{MENTION} how much do I owe?"), files=[invoice, photo, elsewhere])
+        await deliver(fake, asked)
+        await fake.wait_for(answered(outcomes, asked))
+        [reply] = fake.thread(CHANNEL, asked["ts"])
+    lines = reply.body.split("\n\n")
+    assert lines[0] == "Your invoice shows Total due: EUR 12.50."
+    assert lines[1:] == [
+        FILE_IMAGE.format(name="screen.png"),
+        FILE_NOT_FETCHED.format(name="x.txt"),
+    ]
+    # Downloaded with the bot token; the token never went to the address outside Slack.
+    assert [(path.rsplit("/", 1)[1], token) for path, token in fake.downloads] == [
+        ("invoice.pdf", BOT_TOKEN),
+        ("screen.png", BOT_TOKEN),
+    ]
 
 
 async def test_refused_streaming_falls_back_to_a_placeholder_and_edits(
@@ -565,3 +599,12 @@ async def test_an_answer_cut_by_a_crash_is_finished_in_its_own_message(
     assert [m.ts for m in fake.thread(CHANNEL, asked["ts"])] == [cut.ts]
     assert fake.messages[cut.ts].body == to_mrkdwn(answer)
     assert await waiting(tmp_path / "parley.db") == 0
+
+
+async def test_a_sign_in_page_where_the_file_should_be_is_not_read_as_the_file(
+    fake: FakeSlack,
+) -> None:
+    shared = fake.share("notes.txt", b"the real notes", "text/plain")
+    [offer] = offered([shared], "xoxb-without-files-read", fake.api_base, 1000)
+    with pytest.raises(PlatformError, match="files:read"):
+        await offer.fetch()

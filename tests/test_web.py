@@ -23,8 +23,16 @@ from adapters.settings import WebConfig
 from adapters.web import WebAdapter
 from bot.app.commands.serve import _run
 from bot.app.wiring import build_service
-from bot.config import BotConfig, Config, KnowledgeConfig, LimitsConfig, StoreConfig
+from bot.config import (
+    AttachmentsConfig,
+    BotConfig,
+    Config,
+    KnowledgeConfig,
+    LimitsConfig,
+    StoreConfig,
+)
 from bot.core.service import Service
+from bot.core.wording import FILE_TOO_LARGE
 from bot.events import ConversationKey
 from bot.generation.base import ChatMessage
 from bot.storage.sqlite import SQLiteStore
@@ -455,3 +463,63 @@ def test_parley_run_serves_the_web_chat_until_ctrl_c(tmp_path: Path, tiny_model_
             process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+async def _upload(browser: Browser, name: str, data: bytes, **headers: str) -> tuple[int, Any]:
+    form = aiohttp.FormData()
+    form.add_field("file", data, filename=name, content_type="application/octet-stream")
+    async with browser.session.post(browser.url + "upload", data=form, headers=headers) as got:
+        return got.status, await got.json()
+
+
+async def test_a_file_uploaded_from_the_page_is_read_with_the_question(
+    tmp_path: Path, browsers: Callable[[str], Browser]
+) -> None:
+    config = dataclasses.replace(
+        web_config(tmp_path), attachments=AttachmentsConfig(max_bytes=1000)
+    )
+    async with chat_server(config, ScriptedBackend(echo_questions)) as chat:
+        browser, stranger = browsers(chat.url), browsers(chat.url)
+        await browser.load()
+        await stranger.load()
+        tab = await browser.open()
+        status, notes = await _upload(
+            browser, "notes.txt", b"Parcel 7781 left the depot on Monday."
+        )
+        assert status == 200 and notes["name"] == "notes.txt" and not notes["notice"]
+        status, big = await _upload(browser, "big.log", b"x" * 5000)
+        assert status == 200 and big["notice"] == FILE_TOO_LARGE.format(
+            name="big.log", limit="1 KB"
+        )
+        # Another browser cannot send this visitor's upload, nor can another site upload.
+        assert (await _upload(stranger, "x.txt", b"x", Origin="http://evil.example"))[0] == 403
+        stolen = await stranger.open()
+        ask = f"q{next(tab._ids)}"
+        await stolen.ws.send_str(
+            json.dumps({"type": "ask", "id": ask, "text": "mine?", "files": [notes["id"]]})
+        )
+        assert (await stolen.next("final", ask))["text"] == "You asked: mine?"
+
+        ask = f"q{next(tab._ids)}"
+        await tab.ws.send_str(
+            json.dumps(
+                {
+                    "type": "ask",
+                    "id": ask,
+                    "text": "where is it?",
+                    "files": [notes["id"], big["id"]],
+                }
+            )
+        )
+        final = await tab.next("final", ask)
+        assert final["text"].startswith(
+            "You asked: where is it?\n\n[Attached file: notes.txt]\n"
+            "Parcel 7781 left the depot on Monday.\n[End of notes.txt]"
+        )
+        assert final["text"].endswith(FILE_TOO_LARGE.format(name="big.log", limit="1 KB"))
+        # The page shows the question with its file's name after a reload, not its text.
+        again = await browser.open(tab.conversation)
+        assert again.hello["history"][0]["text"] == "where is it?\n📎 notes.txt"
+        # Broken uploads: one line each.
+        async with browser.session.post(browser.url + "upload", data=b"not a form") as got:
+            assert got.status == 400 and (await got.json())["error"]

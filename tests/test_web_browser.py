@@ -7,8 +7,10 @@ Chromium and ChromeDriver are the Debian packages that `make test` installs
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
+from bot.generation.base import ChatMessage
+from tests.pdfs import text_pdf
 from tests.scripted import ScriptedBackend
 from tests.test_web import chat_server, web_config
 
@@ -93,3 +97,47 @@ async def test_a_real_browser_asks_and_sees_the_answer_as_text(tmp_path: Path) -
     assert bold == "bold"
     assert (ARTIFACTS / "web-chat.png").stat().st_size > 0
     assert len(backend.prompts) == 1
+
+
+def _attach_in_the_page(url: str, profile: str, path: Path) -> tuple[str, str, str]:
+    driver = _driver(profile)
+    try:
+        driver.get(url)
+        wait = WebDriverWait(driver, 60)
+        box = driver.find_element(By.ID, "input")
+        wait.until(lambda _: box.is_enabled())
+        driver.find_element(By.ID, "attach").send_keys(str(path))
+        wait.until(lambda _: driver.find_elements(By.CSS_SELECTOR, "#files li"))
+        chip = driver.find_element(By.CSS_SELECTOR, "#files li").text
+        box.send_keys("when does my boat leave?", Keys.ENTER)
+
+        def answered(_: object) -> str | bool:
+            bubbles = driver.find_elements(By.CSS_SELECTOR, "#log .message.assistant .body")
+            return next((b.text for b in bubbles if "Your booking says" in b.text), False)
+
+        answer = str(wait.until(answered))
+        asked = driver.find_elements(By.CSS_SELECTOR, "#log .message.user .body")[-1].text
+        return chip, asked, answer
+    finally:
+        driver.quit()
+
+
+def _departure(messages: Sequence[ChatMessage]) -> str:
+    found = re.search(r"Departure time: [^\n]+", messages[-1].content)
+    return f"Your booking says {found.group()}." if found else "I see no booking."
+
+
+async def test_a_file_attached_in_the_browser_is_read_with_the_question(tmp_path: Path) -> None:
+    booking = tmp_path / "booking.pdf"
+    booking.write_bytes(text_pdf("Booking KF-9", "Departure time: 06:10 on 3 January"))
+    profile = tempfile.mkdtemp(prefix="parley-chromium-")
+    try:
+        async with chat_server(web_config(tmp_path), ScriptedBackend(_departure)) as chat:
+            chip, asked, answer = await asyncio.to_thread(
+                _attach_in_the_page, chat.url, profile, booking
+            )
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    assert chip == "📎 booking.pdf"
+    assert asked == "when does my boat leave?\n📎 booking.pdf"
+    assert answer == "Your booking says Departure time: 06:10 on 3 January."

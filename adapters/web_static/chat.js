@@ -12,6 +12,8 @@
   var sendButton = document.getElementById("send");
   var humanButton = document.getElementById("human");
   var restartButton = document.getElementById("restart");
+  var attach = document.getElementById("attach");
+  var fileList = document.getElementById("files");
 
   var socket = null;
   var conversation = readStorage();
@@ -20,6 +22,9 @@
   var retries = 0;
   // Questions in flight: id -> {bubble, body, text, answered}
   var pending = new Map();
+  // Files uploaded for the next question: {id, name}; uploads still running.
+  var uploads = [];
+  var uploading = 0;
 
   if (new URLSearchParams(location.search).has("embed")) {
     document.documentElement.classList.add("embed");
@@ -108,6 +113,7 @@
     sendButton.disabled = !ready;
     humanButton.disabled = !ready;
     restartButton.disabled = !ready;
+    attach.disabled = !ready;
   }
 
   function answerBubble(entry) {
@@ -168,6 +174,9 @@
     var message = { type: kind, id: id };
     if (kind === "ask") {
       message.text = text;
+      message.files = uploads.map(function (file) {
+        return file.id;
+      });
     }
     if (!send(message)) {
       return false;
@@ -316,6 +325,50 @@
     });
   }
 
+  // -- files: each posted to /upload at once, its id sent with the question -----------------
+  function showUploads() {
+    fileList.replaceChildren();
+    uploads.forEach(function (file) {
+      var item = document.createElement("li");
+      item.textContent = "📎 " + file.name;
+      if (file.notice) {
+        item.className = "unread";
+        item.title = file.notice;
+      }
+      fileList.appendChild(item);
+    });
+  }
+
+  function upload(file) {
+    var body = new FormData();
+    body.append("file", file, file.name);
+    uploading += 1;
+    setStatus("Reading " + file.name + "…");
+    return fetch("upload", { method: "POST", body: body, credentials: "same-origin" })
+      .then(function (response) {
+        return response.json().then(function (answer) {
+          if (!response.ok) {
+            throw new Error(answer.error || "The file could not be sent.");
+          }
+          uploads.push(answer);
+          showUploads();
+          setStatus(answer.notice || "");
+        });
+      })
+      .catch(function (error) {
+        setStatus(error.message || "The file could not be sent.");
+      })
+      .finally(function () {
+        uploading -= 1;
+      });
+  }
+
+  attach.addEventListener("change", function () {
+    Array.prototype.forEach.call(attach.files, upload);
+    attach.value = "";
+    input.focus();
+  });
+
   // -- input --------------------------------------------------------------------------------
   function grow() {
     input.style.height = "auto";
@@ -325,14 +378,23 @@
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     var text = input.value.trim();
-    if (!text) {
+    if (uploading) {
+      setStatus("Still reading your file; send again in a moment.");
+      return;
+    }
+    if (!text && !uploads.length) {
       return;
     }
     if (text.length > limit) {
       setStatus("Your message is longer than " + limit + " characters; please shorten it.");
       return;
     }
-    if (ask("ask", text, text)) {
+    var names = uploads.map(function (file) {
+      return "📎 " + file.name;
+    });
+    if (ask("ask", text, [text].concat(names).filter(Boolean).join("\n"))) {
+      uploads = [];
+      showUploads();
       input.value = "";
       grow();
       setStatus("");

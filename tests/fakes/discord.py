@@ -228,6 +228,9 @@ class FakeDiscord:
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.url = ""
+        #: The files users attached, as the CDN serves them (by path), and each download.
+        self.files: dict[str, bytes] = {}
+        self.downloads: list[str] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -235,6 +238,7 @@ class FakeDiscord:
         app = web.Application()
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
+        app.router.add_get("/attachments/{tail:.*}", self._cdn)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -310,13 +314,36 @@ class FakeDiscord:
         roles: tuple[str, ...] = (),
         reply_to: dict[str, Any] | None = None,
         kind: int | None = None,
+        files: Sequence[tuple[str, bytes, str]] = (),
     ) -> dict[str, Any]:
-        """A user's message arriving as MESSAGE_CREATE; returns its payload."""
+        """A user's message arriving as MESSAGE_CREATE, with ``files`` attached (name, bytes,
+        declared content type), which the fake CDN serves; returns its payload."""
         data: dict[str, Any] = self._user_message(
             content, channel, author, guild, mentions, roles, reply_to, kind
         )
+        data["attachments"] = [self._attach(channel, *file) for file in files]
         await self.dispatch("MESSAGE_CREATE", data)
         return data
+
+    def _attach(self, channel: str, name: str, content: bytes, kind: str) -> dict[str, Any]:
+        ident = snowflake()
+        path = f"/attachments/{channel}/{ident}/{name}"
+        self.files[path] = content
+        return {
+            "id": ident,
+            "filename": name,
+            "size": len(content),
+            "content_type": kind,
+            "url": self.url + path,
+            "proxy_url": self.url + path,
+        }
+
+    async def _cdn(self, request: web.Request) -> web.Response:
+        self.downloads.append(request.path)
+        content = self.files.get(request.path)
+        if content is None:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(body=content, content_type="application/octet-stream")
 
     def post_while_away(
         self, content: str, channel: str = CHANNEL_A, mentions: tuple[str, ...] = ()

@@ -143,6 +143,9 @@ class FakeSlack:
     _changed: asyncio.Condition | None = None
     _runner: web.AppRunner | None = None
     port: int = 0
+    #: Files users shared, by path, and each download: (path, the token it came with).
+    files: dict[str, bytes] = field(default_factory=dict)
+    downloads: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def api_base(self) -> str:
@@ -153,6 +156,7 @@ class FakeSlack:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/socket", self._socket)
+        app.router.add_get("/files-pri/{tail:.*}", self._file)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -192,6 +196,38 @@ class FakeSlack:
         self._redelivering.add(task)
         task.add_done_callback(self._redelivering.discard)
         return envelope_id
+
+    def share(self, name: str, content: bytes, mimetype: str) -> dict[str, Any]:
+        """A file a user shares: its object, as a ``message``'s or ``app_mention``'s files
+        list carries it; served to the bot token only."""
+        ident = "F" + uuid.uuid4().hex[:10].upper()
+        path = f"/files-pri/{TEAM}-{ident}/download/{name}"
+        self.files[path] = content
+        url = f"http://127.0.0.1:{self.port}{path}"
+        return {
+            "id": ident,
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": name.rpartition(".")[2],
+            "size": len(content),
+            "mode": "hosted",
+            "url_private": url,
+            "url_private_download": url,
+        }
+
+    async def _file(self, request: web.Request) -> web.Response:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        self.downloads.append((request.path, token))
+        content = self.files.get(request.path)
+        if token != BOT_TOKEN:
+            # As Slack does: a sign-in page, with a 200.
+            return web.Response(
+                text="<html><body>Sign in to Slack</body></html>", content_type="text/html"
+            )
+        if content is None:
+            return web.Response(status=404, text="file_not_found")
+        return web.Response(body=content, content_type="application/octet-stream")
 
     def called(self, method: str) -> list[Call]:
         return [call for call in self.calls if call.method == method]
