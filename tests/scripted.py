@@ -5,6 +5,7 @@ Everything else about the service (queues, store, cleaning) stays real."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncGenerator, Callable, Sequence
 
 from bot.errors import GenerationError
@@ -59,6 +60,17 @@ class ScriptedBackend(Backend):
                 yield text[index : index + self.chunk]
         finally:
             self.active -= 1
+
+
+def quoting(pattern: str, lead: str, otherwise: str) -> Callable[[Sequence[ChatMessage]], str]:
+    """An answer that quotes what ``pattern`` finds in the question as the model read it (an
+    attached file's line): ``lead`` then the match, or ``otherwise``."""
+
+    def answer(messages: Sequence[ChatMessage]) -> str:
+        found = re.search(pattern, messages[-1].content)
+        return f"{lead} {found.group()}." if found else otherwise
+
+    return answer
 
 
 class GatedBackend(ScriptedBackend):

@@ -45,7 +45,7 @@ from tests.fakes.discord import (
 )
 from tests.harness import connected, inbox_emptied, left_by_a_crash, record_outcomes, waiting
 from tests.pdfs import text_pdf
-from tests.scripted import GatedBackend, ScriptedBackend
+from tests.scripted import GatedBackend, ScriptedBackend, quoting
 
 
 def pings_nobody(allowed: dict[str, Any]) -> bool:
@@ -59,6 +59,7 @@ def pings_nobody(allowed: dict[str, Any]) -> bool:
 
 
 MENTION = f"<@{BOT_ID}>"
+DEPARTURE = quoting(r"Departure time: [^\n]+", "Your booking says", "I see no booking")
 
 
 def config_for(fake: FakeDiscord, tmp_path: Path, **discord: Any) -> Config:
@@ -153,17 +154,11 @@ async def test_a_mention_is_answered_in_place_streamed_by_edits(
     assert backend.prompts[0][-1].content == "how do I reset my password?"
 
 
-def _departure(messages: Sequence[ChatMessage]) -> str:
-    """The model's answer when it reads a file's line: the departure line, or that it saw none."""
-    found = re.search(r"Departure time: [^\n]+", messages[-1].content)
-    return f"Your booking says {found.group()}." if found else "I see no booking."
-
-
 async def test_an_attached_file_is_read_and_an_image_gets_a_line(
     fake: FakeDiscord, tmp_path: Path
 ) -> None:
     booking = text_pdf("Booking KF-1", "Departure time: 07:45 on 12 December")
-    async with serving(fake, tmp_path, ScriptedBackend(_departure)):
+    async with serving(fake, tmp_path, ScriptedBackend(DEPARTURE)):
         await fake.send_message(
             f"{MENTION} when do I leave?",
             mentions=(BOT_ID,),
@@ -181,7 +176,7 @@ async def test_an_attached_file_is_read_and_an_image_gets_a_line(
             files=[("photo.jpg", b"\xff\xd8\xff\xe0" + bytes(60), "image/jpeg")],
         )
         notice = FILE_IMAGE.format(name="photo.jpg")
-        await fake.wait_for(final(fake, CHANNEL_B, f"I see no booking.\n\n{notice}"))
+        await fake.wait_for(final(fake, CHANNEL_B, f"I see no booking\n\n{notice}"))
         await fake.send_message("look", files=[("chat.txt", b"hi", "text/plain")])
         await fake.send_message(
             f"{MENTION} huge", mentions=(BOT_ID,), files=[("big.log", b"x" * 2_000_001, "")]

@@ -9,10 +9,9 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from bot.config import Config, HandoffConfig, OpsConfig
 from bot.core.service import Outcome, Service
 from bot.core.wording import FILE_IMAGE, FILE_NOT_FETCHED, RESET_DONE
 from bot.errors import ConfigError, PlatformError
-from bot.generation.base import ChatMessage
 from bot.storage.sqlite import SQLiteStore
 from tests.conftest import make_config
 from tests.fakes.slack import (
@@ -62,7 +60,7 @@ from tests.harness import (
     waiting,
 )
 from tests.pdfs import text_pdf
-from tests.scripted import GatedBackend, ScriptedBackend
+from tests.scripted import GatedBackend, ScriptedBackend, quoting
 
 MENTION = f"<@{BOT_USER}>"
 
@@ -177,16 +175,16 @@ async def test_a_mention_is_streamed_into_its_thread(fake: FakeSlack, tmp_path: 
 async def test_shared_files_are_downloaded_with_the_bot_token_and_read(
     fake: FakeSlack, tmp_path: Path
 ) -> None:
-    def total(messages: Sequence[ChatMessage]) -> str:
-        found = re.search(r"Total due: [^\n]+", messages[-1].content)
-        return f"Your invoice shows {found.group()}." if found else "I see no invoice."
-
     invoice = fake.share(
         "invoice.pdf", text_pdf("Invoice 77", "Total due: EUR 12.50"), "text/plain"
     )
     photo = fake.share("screen.png", b"\x89PNG\r\n\x1a\n" + bytes(40), "image/png")
     elsewhere = dict(invoice, url_private_download="http://198.51.100.7/steal", name="x.txt")
-    async with serving(fake, tmp_path, ScriptedBackend(total)) as (_, _, outcomes):
+    async with serving(
+        fake,
+        tmp_path,
+        ScriptedBackend(quoting(r"Total due: [^\n]+", "Your invoice shows", "No invoice")),
+    ) as (_, _, outcomes):
         asked = dict(mention(f"{MENTION} how much do I owe?"), files=[invoice, photo, elsewhere])
         await deliver(fake, asked)
         await fake.wait_for(answered(outcomes, asked))

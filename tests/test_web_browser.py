@@ -7,11 +7,10 @@ Chromium and ChromeDriver are the Debian packages that `make test` installs
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from selenium import webdriver
@@ -19,15 +18,16 @@ from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from bot.generation.base import ChatMessage
 from tests.pdfs import text_pdf
-from tests.scripted import ScriptedBackend
+from tests.scripted import ScriptedBackend, quoting
 from tests.test_web import chat_server, web_config
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 HOSTILE = "Here you go: <img src=x onerror=alert(1)> and **bold** advice."
+DEPARTURE = quoting(r"Departure time: [^\n]+", "Your booking says", "I see no booking")
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
@@ -53,13 +53,19 @@ def _driver(profile: str) -> webdriver.Chrome:
     return webdriver.Chrome(options=options, service=DriverService(CHROMEDRIVER))
 
 
+def _open_chat(driver: webdriver.Chrome, url: str) -> tuple[WebDriverWait[Any], WebElement]:
+    """The chat page loaded and connected: a wait, and the question box."""
+    driver.get(url)
+    wait = WebDriverWait(driver, 60)
+    box = driver.find_element(By.ID, "input")
+    wait.until(lambda _: box.is_enabled())
+    return wait, box
+
+
 def _ask_in_the_page(url: str, profile: str) -> tuple[str, int, bool, str]:
     driver = _driver(profile)
     try:
-        driver.get(url)
-        wait = WebDriverWait(driver, 60)
-        box = driver.find_element(By.ID, "input")
-        wait.until(lambda _: box.is_enabled())
+        wait, box = _open_chat(driver, url)
         box.send_keys("How do I reset my password?", Keys.ENTER)
 
         def answered(_: object) -> str | bool:
@@ -102,10 +108,7 @@ async def test_a_real_browser_asks_and_sees_the_answer_as_text(tmp_path: Path) -
 def _attach_in_the_page(url: str, profile: str, path: Path) -> tuple[str, str, str]:
     driver = _driver(profile)
     try:
-        driver.get(url)
-        wait = WebDriverWait(driver, 60)
-        box = driver.find_element(By.ID, "input")
-        wait.until(lambda _: box.is_enabled())
+        wait, box = _open_chat(driver, url)
         driver.find_element(By.ID, "attach").send_keys(str(path))
         wait.until(lambda _: driver.find_elements(By.CSS_SELECTOR, "#files li"))
         chip = driver.find_element(By.CSS_SELECTOR, "#files li").text
@@ -122,17 +125,12 @@ def _attach_in_the_page(url: str, profile: str, path: Path) -> tuple[str, str, s
         driver.quit()
 
 
-def _departure(messages: Sequence[ChatMessage]) -> str:
-    found = re.search(r"Departure time: [^\n]+", messages[-1].content)
-    return f"Your booking says {found.group()}." if found else "I see no booking."
-
-
 async def test_a_file_attached_in_the_browser_is_read_with_the_question(tmp_path: Path) -> None:
     booking = tmp_path / "booking.pdf"
     booking.write_bytes(text_pdf("Booking KF-9", "Departure time: 06:10 on 3 January"))
     profile = tempfile.mkdtemp(prefix="parley-chromium-")
     try:
-        async with chat_server(web_config(tmp_path), ScriptedBackend(_departure)) as chat:
+        async with chat_server(web_config(tmp_path), ScriptedBackend(DEPARTURE)) as chat:
             chip, asked, answer = await asyncio.to_thread(
                 _attach_in_the_page, chat.url, profile, booking
             )
