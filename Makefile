@@ -40,8 +40,10 @@ browser:
 	bash .ci/install-browser
 
 test: setup lint browser
-	# redis-server for the shared-state tests (tests/test_redis.py).
+	# redis-server for the shared-state tests (tests/test_redis.py), vLLM's CPU build in its own
+	# venv for the scale-out tests (tests/test_vllm.py).
 	bash .ci/install-redis
+	bash .ci/install-vllm
 	$(BIN)/pytest
 
 bench: setup
@@ -49,7 +51,8 @@ bench: setup
 	$(BIN)/python -m bench.retrieval
 
 # Parley beside llama.cpp's llama-server and vLLM's CPU build, on the same prompts. The first
-# run builds llama.cpp (about 11 minutes on 2 cores) and installs vLLM, under .cache/peers.
+# run builds llama.cpp (about 11 minutes on 2 cores) under .cache/peers, and installs vLLM
+# (.ci/install-vllm).
 bench-peers: setup
 	$(BIN)/python -m bench --peers --staggered 0
 

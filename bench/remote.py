@@ -73,7 +73,7 @@ async def _system(name: str, sizes: list[int], conversations: list[Any], args: A
     from bot.generation.base import Backend
     from bot.generation.local import LocalBackend
     from bot.generation.remote import RemoteBackend
-    from tests.transformers_server import TransformersServer
+    from tests.servers import TransformersServer
 
     model = ModelConfig(
         name=str(model_dir()),
