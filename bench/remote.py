@@ -1,6 +1,8 @@
 """``python -m bench.remote``: the same N-concurrent-conversations load through Parley's remote
-backend against ``transformers serve`` (without and with ``--continuous-batching``), next to
-Parley's in-process engine, on the bundled model, so the README can show when each pays off.
+backend against ``transformers serve`` (without and with ``--continuous-batching``), or against
+a server already running at ``--url`` (vLLM on a GPU: ``bench/gpu.sh``), next to Parley's
+in-process engine, on the bundled model or ``--model``, so the README can show when each pays
+off.
 
 Every system gets the same prompts (Parley's prompt builder, from bench/workload.py), greedy,
 ``--tokens`` new tokens each, all N streams in flight at once through ``Backend.stream()``.
@@ -17,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from bench.workload import (
@@ -29,6 +32,8 @@ from bench.workload import (
 )
 
 SYSTEMS = ("parley-local", "serve", "serve-cb")
+#: The server at ``--url``, started elsewhere.
+RUNNING = "server"
 
 
 @dataclass
@@ -75,9 +80,11 @@ async def _system(name: str, sizes: list[int], conversations: list[Any], args: A
     from bot.generation.remote import RemoteBackend
     from tests.servers import TransformersServer
 
+    folder = args.model or str(model_dir())
     model = ModelConfig(
-        name=str(model_dir()),
-        device="cpu",
+        name=folder,
+        device=args.device,
+        dtype=args.dtype,
         cache_dir=str(MODEL_CACHE),
         max_new_tokens=args.tokens,
         temperature=0.0,
@@ -87,6 +94,9 @@ async def _system(name: str, sizes: list[int], conversations: list[Any], args: A
     backend: Backend
     if name == "parley-local":
         backend = LocalBackend(model)
+    elif name == RUNNING:
+        remote = RemoteConfig(base_urls=[args.url], tokenizer=folder, max_in_flight=max(sizes) * 2)
+        backend = RemoteBackend(remote, model)
     else:
         server = TransformersServer(
             model_dir(), continuous_batching=name == "serve-cb", threads=args.threads
@@ -141,7 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per reply")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="which to run")
     parser.add_argument("--threads", type=int, default=0, help="server torch threads (0: all)")
+    parser.add_argument("--model", default="", help="model folder (default: the bundled model)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
+    parser.add_argument("--url", default="", help=f"the running server the {RUNNING!r} system uses")
+    parser.add_argument("--out", default=str(RESULTS / "remote.json"), help="the JSON report")
     args = parser.parse_args(argv)
+    if RUNNING in args.systems.split(",") and not args.url:
+        parser.error(f"the {RUNNING!r} system needs --url")
     sizes = [int(n) for n in args.sizes.split(",")]
     conversations = build_conversations(max(sizes))
     results = []
@@ -149,13 +166,14 @@ def main(argv: list[str] | None = None) -> int:
         results.append(asyncio.run(_system(name, sizes, conversations, args)))
     table = _table(results, sizes)
     print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "tokens": args.tokens,
         "results": results,
     }
-    (RESULTS / "remote.json").write_text(json.dumps(report, indent=2) + "\n")
+    out.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 
