@@ -36,6 +36,7 @@ from bot.core.gate import (
     usable_input,
 )
 from bot.core.handoff import Handoffs
+from bot.core.learning import Learning, LinkTo, PostSnippet, SnippetAction
 from bot.core.metrics import Metrics
 from bot.core.policy import Decision, Policy
 from bot.core.ratelimit import RateLimiter
@@ -47,7 +48,7 @@ from bot.core.wording import BUSY, HELP, NOT_HANDED_OFF, TOO_LONG
 from bot.errors import Busy, ConfigError, StoreError
 from bot.events import ConversationKey, Event, Rating
 from bot.generation.base import Backend
-from bot.storage.base import Draft, Store, Turn
+from bot.storage.base import Draft, Snippet, Store, Turn
 
 if TYPE_CHECKING:
     from bot.knowledge.base import KnowledgeBase
@@ -110,6 +111,7 @@ class Service:
         #: Platforms whose events are durable, and how each resumes one (resumable()).
         self.resumers: dict[str, Resume] = {}
         self.reviews = Reviews(config.review, store, self.handoffs, self.metrics, self.resumers)
+        self.learning = Learning(store, self.handoffs, knowledge)
         #: Durable events being answered by this process (recover() leaves them be).
         self._answering: set[str] = set()
         #: How long the lease of an answer in progress lasts unless renewed.
@@ -171,9 +173,12 @@ class Service:
             await self.backend.close()
             await self.store.close()
             raise
+        await self.learning.sync()
+        self.learning.start()
 
     async def close(self, grace: float = 10.0) -> None:
         """Stop taking messages, let replies in flight finish within ``grace`` seconds, close."""
+        await self.learning.close()
         await self.conversations.close(grace)
         # Answers cut short stay in the inbox; their leases go, so the restart takes them at
         # once rather than when the leases lapse.
@@ -296,6 +301,7 @@ class Service:
             return Outcome.BUSY, None
         answer = await asyncio.shield(done)
         if not isinstance(reply, Unseen):
+            await self.learning.count_cited(answer.sources)
             return Outcome.ANSWERED, answer
         if mode == "draft":
             await self.reviews.propose(ticket.event, text, reply, answer, ticket.reply)
@@ -380,8 +386,34 @@ class Service:
     async def resolve(
         self, key: ConversationKey, user: str, roles: Iterable[str], reply: Reply
     ) -> bool:
-        """Staff mark a handed-off conversation done: the bot answers there again."""
-        return await self.handoffs.resolve(key, user, roles, reply)
+        """Staff mark a handed-off conversation done: the bot answers there again, and what
+        the staff answered there is proposed for the knowledge base (bot/core/learning.py)."""
+        resolved = await self.handoffs.resolve(key, user, roles, reply)
+        if resolved:
+            await self.learning.propose(key)
+        return resolved
+
+    def learns_on(self, platform: str, link: LinkTo, post: PostSnippet | None = None) -> None:
+        """``platform`` links back to its conversations and, with ``post``, shows proposed
+        snippets to staff (its review channel, with buttons)."""
+        self.learning.links[platform] = link
+        if post is not None:
+            self.learning.posting[platform] = post
+
+    async def decide_snippet(
+        self,
+        snippet_id: str,
+        action: SnippetAction,
+        user: str,
+        roles: Iterable[str] = (),
+        text: str = "",
+        name: str = "",
+    ) -> tuple[bool, str]:
+        """A staff member approves, edits or rejects a proposed snippet."""
+        return await self.learning.decide(snippet_id, action, user, roles, text, name)
+
+    async def snippet(self, snippet_id: str) -> Snippet | None:
+        return await self.store.snippet(snippet_id)
 
     async def claim(
         self, conversation: str, user: str, roles: Iterable[str] = (), name: str = ""

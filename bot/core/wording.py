@@ -63,6 +63,11 @@ TOO_LATE = (
     " please ask again."
 )
 
+# -- staff reviewing what the knowledge base learns ---------------------------------------------
+NOT_STAFF_SNIPPET = "Only the support team can decide what the bot learns."
+SNIPPET_GONE = "This snippet no longer exists."
+SNIPPET_DECIDED = "This snippet was {state} by {who}."
+
 # -- staff reviewing drafts (to the staff member who clicked) -----------------------------------
 NOT_STAFF = "Only the support team can approve, edit or reject the bot's answers."
 DRAFT_GONE = "This draft no longer exists."

@@ -6,6 +6,7 @@ embed.py     dense vectors from the offline all-MiniLM-L6-v2 model
 bm25.py      keyword scores (bm25s), forgiving typos
 retrieve.py  both rankings fused by reciprocal rank; a threshold decides "don't know"
 cite.py      sources in the prompt, and the "Sources:" footer of an answer
+learned.py   snippets staff approved, as documents of the "learned" collection
 base.py      Knowledge (blocking) and KnowledgeBase (its own thread, for the service)
 """
 

@@ -30,6 +30,8 @@ from bot.knowledge.embed import Embedder
 from bot.knowledge.grounding import Extract, Sentence, SentenceScorer, choose, question_parts
 from bot.knowledge.index import Passage, PassageIndex, Source, SourceInfo
 from bot.knowledge.ingest import Document, collect, parse, read_document
+from bot.knowledge.learned import LEARNED, PREFIX, Learned, contradiction, document
+from bot.knowledge.learned import key as learned_key
 from bot.knowledge.retrieve import Hit, Retrieval, Retriever
 from bot.knowledge.scope import Judgement, Scope, coverage, off_topic_examples
 from bot.knowledge.site import Crawl, Page, fetch_site, site_prefix
@@ -242,6 +244,34 @@ class Knowledge:
             self._reload()
         report.passages = self.index.count()
         return report
+
+    def sync_learned(self, items: Sequence[Learned]) -> IngestReport:
+        """The ``learned`` collection in step with the snippets staff approved: new and edited
+        ones indexed, withdrawn ones dropped (bot/knowledge/learned.py)."""
+        report = IngestReport()
+        stored = self.index.digests()
+        wanted = {learned_key(item.id): item for item in items}
+        for name, item in wanted.items():
+            self._put(name, document(item), LEARNED, stored, True, report)
+        self._drop([k for k in self.index.keys_starting(PREFIX) if k not in wanted], report)
+        if report.changed:
+            self._reload()
+        report.passages = self.index.count()
+        return report
+
+    def contradiction(self, question: str, answer: str) -> str:
+        """One line for a reviewer when the articles that answer ``question`` give another
+        figure than ``answer`` does ('' when none does, or none answers it)."""
+        collections = {p.collection for p in self.retriever.passages} - {LEARNED}
+        if not collections:
+            return ""
+        found = self.search(question, collections=collections)
+        if not found.confident or found.extract is None:
+            return ""
+        # The sentences that answer the question: a figure elsewhere in the article may
+        # measure something else.
+        quoted = [(s.source.title, s.unit.text) for s in found.extract.sentences]
+        return contradiction(answer, quoted)
 
     def _drop(self, keys: list[str], report: IngestReport) -> None:
         """Documents gone from where they were read: out of the index, and said so."""
@@ -542,6 +572,12 @@ class KnowledgeBase:
             except Exception:  # a broken site must not stop the next sync, nor the service
                 log.exception("syncing the knowledge base with its sites failed")
             await asyncio.sleep(seconds)
+
+    async def learn(self, items: Sequence[Learned]) -> IngestReport:
+        return await self._run(functools.partial(self.knowledge.sync_learned, items))
+
+    async def contradiction(self, question: str, answer: str) -> str:
+        return await self._run(functools.partial(self.knowledge.contradiction, question, answer))
 
     async def ingest(
         self, paths: Iterable[str | Path], collection: str = DEFAULT_COLLECTION

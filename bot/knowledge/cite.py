@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from bot.knowledge.grounding import Extract, compose, section_anchor
 from bot.knowledge.index import Source
+from bot.knowledge.learned import PREFIX
 from bot.knowledge.retrieve import Retrieval
 
 __all__ = [
@@ -33,6 +34,8 @@ GROUNDED_INSTRUCTIONS = (
     "Answer the customer's question in one to three sentences, using only the facts below,"
     " with their numbers, names and links exactly as written. Do not add anything else."
 )
+#: Cites a learned snippet that has no link back to its conversation.
+LEARNED_FROM = "from our support team"
 #: A further document is cited only when it is about as close to the question as the best one.
 CITE_MARGIN = 0.08
 
@@ -94,7 +97,8 @@ def format_sources(sources: Sequence[Source | tuple[Source, str]]) -> str:
             anchor = f"#{section_anchor(heading)}" if heading and "#" not in source.url else ""
             lines.append(f"- [{_escape(label)}]({source.url}{anchor})")
         else:
-            lines.append(f"- {label} ({source.path})")
+            shown = LEARNED_FROM if source.path.startswith(PREFIX) else source.path
+            lines.append(f"- {label} ({shown})")
     return "\n".join([FOOTER_HEADING, *lines]) if lines else ""
 
 

@@ -21,6 +21,8 @@ __all__ = [
     "Rating",
     "Recorded",
     "Role",
+    "Snippet",
+    "SnippetState",
     "Status",
     "Store",
     "Transcript",
@@ -37,6 +39,9 @@ InboxState = Literal["received", "answering", "answered"]
 #: "pending" staff review, then "approved" (posted as written), "edited" (posted as staff
 #: changed it), "rejected" (handed to a person) or "expired" (nobody decided in time).
 DraftState = Literal["shadow", "pending", "approved", "edited", "rejected", "expired"]
+#: A knowledge snippet proposed from a resolved conversation: "pending" staff review, then
+#: "approved" (learned as written), "edited" (learned as staff changed it) or "rejected".
+SnippetState = Literal["pending", "approved", "edited", "rejected"]
 #: Answered inbox entries are kept this long (seconds), then dropped.
 INBOX_KEEP = 86400.0
 
@@ -118,6 +123,31 @@ class Draft:
     decided_at: datetime | None = None
     #: What was posted: the answer, or staff's edit of it.
     posted: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Snippet:
+    """What staff answered in a resolved conversation, proposed for the knowledge base: the
+    customer's question and the staff answer, cleaned and masked (bot/core/learning.py)."""
+
+    id: str
+    conversation: str
+    question: str
+    answer: str
+    state: SnippetState
+    created_at: datetime
+    #: Back to the conversation on its platform ('' where it has no address).
+    link: str = ""
+    #: What a reviewer should check first: an article that says otherwise.
+    note: str = ""
+    decided_by: str = ""
+    decided_at: datetime | None = None
+    #: Answers that cited it once learned.
+    cited: int = 0
+
+    @property
+    def learned(self) -> bool:
+        return self.state in ("approved", "edited")
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +310,27 @@ class Store(ABC):
         self, draft_id: str, state: DraftState, by: str, posted: str = ""
     ) -> bool:
         """Settle a pending draft; False when it is not pending (someone decided first)."""
+
+    # -- what staff teach the knowledge base -------------------------------------------------
+    @abstractmethod
+    async def add_snippet(self, snippet: Snippet) -> None: ...
+
+    @abstractmethod
+    async def snippets(self) -> list[Snippet]:
+        """Every snippet proposed, oldest first."""
+
+    @abstractmethod
+    async def snippet(self, snippet_id: str) -> Snippet | None: ...
+
+    @abstractmethod
+    async def decide_snippet(
+        self, snippet_id: str, state: SnippetState, by: str, answer: str
+    ) -> bool:
+        """Settle a pending snippet (``answer``: as learned); False when it is not pending."""
+
+    @abstractmethod
+    async def cite_snippet(self, snippet_id: str) -> None:
+        """Count one answer citing the learned snippet."""
 
     def conversation_lock(
         self, key: ConversationKey

@@ -88,22 +88,22 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 return {taken, tostring(wait), first}
 """
 
-# KEYS: drafts, pending ids. ARGV: id, state, decided by, now, posted text. 1 when the draft
-# was pending.
-DECIDE_DRAFT = """
+# A draft or a snippet, settled once. KEYS: the records, the pending ids. ARGV: id, state,
+# decided by, now, the field its text goes in, that text. 1 when the record was pending.
+DECIDE_PENDING = """
 local value = redis.call('HGET', KEYS[1], ARGV[1])
 if not value then
   return 0
 end
-local draft = cjson.decode(value)
-if draft['state'] ~= 'pending' then
+local record = cjson.decode(value)
+if record['state'] ~= 'pending' then
   return 0
 end
-draft['state'] = ARGV[2]
-draft['decided_by'] = ARGV[3]
-draft['decided_at'] = tonumber(ARGV[4])
-draft['posted'] = ARGV[5]
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(draft))
+record['state'] = ARGV[2]
+record['decided_by'] = ARGV[3]
+record['decided_at'] = tonumber(ARGV[4])
+record[ARGV[5]] = ARGV[6]
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(record))
 redis.call('SREM', KEYS[2], ARGV[1])
 return 1
 """
@@ -131,6 +131,6 @@ SCRIPTS = {
     "renew": RENEW,
     "release": RELEASE,
     "take_token": TAKE_TOKEN,
-    "decide_draft": DECIDE_DRAFT,
+    "decide_pending": DECIDE_PENDING,
     "claim_handoff": CLAIM_HANDOFF,
 }

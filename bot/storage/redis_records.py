@@ -21,6 +21,8 @@ from bot.storage.base import (
     DraftState,
     Rated,
     Recorded,
+    Snippet,
+    SnippetState,
     Store,
     Timing,
     Transcript,
@@ -178,11 +180,77 @@ class RedisRecords(Store):
         # Checked and set in one step on the server: two people clicking at once, on two
         # replicas, settle it once.
         decided = await self._script(
-            "decide_draft",
+            "decide_pending",
             [f"{self.prefix}drafts", f"{self.prefix}drafts:pending"],
-            [draft_id, state, by, time.time(), posted],
+            [draft_id, state, by, time.time(), "posted", posted],
         )
         return bool(decided)
+
+    async def add_snippet(self, snippet: Snippet) -> None:
+        value = {
+            "conversation": snippet.conversation,
+            "question": snippet.question,
+            "answer": snippet.answer,
+            "state": snippet.state,
+            "created_at": snippet.created_at.timestamp(),
+            "link": snippet.link,
+            "note": snippet.note,
+            "decided_by": "",
+            "decided_at": None,
+        }
+        async with self._redis().pipeline(transaction=True) as pipe:
+            pipe.hset(f"{self.prefix}snippets", snippet.id, json.dumps(value))
+            pipe.sadd(f"{self.prefix}snippets:pending", snippet.id)
+            await self._do(pipe.execute())
+
+    async def snippets(self) -> list[Snippet]:
+        redis = self._redis()
+        stored = await self._do(redis.hgetall(f"{self.prefix}snippets"))
+        cited = await self._do(redis.hgetall(f"{self.prefix}snippets:cited"))
+        found = [
+            _snippet(str(ident), str(value), int(cited.get(ident, 0)))
+            for ident, value in stored.items()
+        ]
+        return sorted(found, key=lambda snippet: (snippet.created_at, snippet.id))
+
+    async def snippet(self, snippet_id: str) -> Snippet | None:
+        redis = self._redis()
+        value = await self._do(redis.hget(f"{self.prefix}snippets", snippet_id))
+        if value is None:
+            return None
+        cited = await self._do(redis.hget(f"{self.prefix}snippets:cited", snippet_id))
+        return _snippet(snippet_id, str(value), int(cited or 0))
+
+    async def decide_snippet(
+        self, snippet_id: str, state: SnippetState, by: str, answer: str
+    ) -> bool:
+        decided = await self._script(
+            "decide_pending",
+            [f"{self.prefix}snippets", f"{self.prefix}snippets:pending"],
+            [snippet_id, state, by, time.time(), "answer", answer],
+        )
+        return bool(decided)
+
+    async def cite_snippet(self, snippet_id: str) -> None:
+        await self._do(self._redis().hincrby(f"{self.prefix}snippets:cited", snippet_id, 1))
+
+
+def _snippet(ident: str, value: str, cited: int) -> Snippet:
+    data = json.loads(value)
+    decided = data.get("decided_at")
+    return Snippet(
+        ident,
+        data["conversation"],
+        data["question"],
+        data["answer"],
+        data["state"],
+        datetime.fromtimestamp(data["created_at"], UTC),
+        data.get("link", ""),
+        data.get("note", ""),
+        data.get("decided_by", ""),
+        datetime.fromtimestamp(decided, UTC) if decided is not None else None,
+        cited,
+    )
 
 
 def _draft(ident: str, value: str) -> Draft:

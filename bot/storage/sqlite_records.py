@@ -18,11 +18,18 @@ from bot.storage.base import (
     DraftState,
     Rated,
     Recorded,
+    Snippet,
+    SnippetState,
     Store,
     Timing,
     Transcript,
 )
-from bot.storage.sqlite_schema import DRAFT_COLUMNS, draft_from_row
+from bot.storage.sqlite_schema import (
+    DRAFT_COLUMNS,
+    SNIPPET_COLUMNS,
+    draft_from_row,
+    snippet_from_row,
+)
 
 __all__ = ["SQLiteRecords"]
 
@@ -169,6 +176,55 @@ class SQLiteRecords(Store):
             )
         )
         return cursor.rowcount == 1
+
+    async def add_snippet(self, snippet: Snippet) -> None:
+        row = (
+            snippet.id,
+            snippet.conversation,
+            snippet.question,
+            snippet.answer,
+            snippet.state,
+            snippet.created_at.timestamp(),
+            snippet.link,
+            snippet.note,
+        )
+        await self._run(
+            lambda: self._conn().execute(
+                "INSERT INTO snippets (id, conversation, question, answer, state, created_at,"
+                " link, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+        )
+
+    async def snippets(self) -> list[Snippet]:
+        query = f"SELECT {SNIPPET_COLUMNS} FROM snippets ORDER BY created_at, id"
+        rows = await self._run(lambda: self._conn().execute(query).fetchall())
+        return [snippet_from_row(row) for row in rows]
+
+    async def snippet(self, snippet_id: str) -> Snippet | None:
+        query = f"SELECT {SNIPPET_COLUMNS} FROM snippets WHERE id = ?"
+        row = await self._run(lambda: self._conn().execute(query, (snippet_id,)).fetchone())
+        return snippet_from_row(row) if row is not None else None
+
+    async def decide_snippet(
+        self, snippet_id: str, state: SnippetState, by: str, answer: str
+    ) -> bool:
+        row = (state, by, time.time(), answer, snippet_id)
+        cursor = await self._run(
+            lambda: self._conn().execute(
+                "UPDATE snippets SET state = ?, decided_by = ?, decided_at = ?, answer = ?"
+                " WHERE id = ? AND state = 'pending'",
+                row,
+            )
+        )
+        return cursor.rowcount == 1
+
+    async def cite_snippet(self, snippet_id: str) -> None:
+        await self._run(
+            lambda: self._conn().execute(
+                "UPDATE snippets SET cited = cited + 1 WHERE id = ?", (snippet_id,)
+            )
+        )
 
     async def start_handoff(self, key: ConversationKey, reason: str) -> None:
         row = (str(key), reason, time.time())

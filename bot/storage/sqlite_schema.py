@@ -7,9 +7,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.events import Event
-from bot.storage.base import Draft
+from bot.storage.base import Draft, Snippet
 
-__all__ = ["ADDED_COLUMNS", "DRAFT_COLUMNS", "SCHEMA", "draft_from_row"]
+__all__ = [
+    "ADDED_COLUMNS",
+    "DRAFT_COLUMNS",
+    "SCHEMA",
+    "SNIPPET_COLUMNS",
+    "draft_from_row",
+    "snippet_from_row",
+]
 
 #: Columns added to a table after a release: a database made before gets them on opening.
 ADDED_COLUMNS = {
@@ -72,6 +79,20 @@ CREATE TABLE IF NOT EXISTS drafts (
     posted TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS drafts_pending ON drafts (created_at) WHERE state = 'pending';
+-- What staff answered in resolved conversations, proposed for the knowledge base.
+CREATE TABLE IF NOT EXISTS snippets (
+    id TEXT PRIMARY KEY,
+    conversation TEXT NOT NULL,
+    question TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    link TEXT NOT NULL DEFAULT '',
+    note TEXT NOT NULL DEFAULT '',
+    decided_by TEXT NOT NULL DEFAULT '',
+    decided_at REAL,
+    cited INTEGER NOT NULL DEFAULT 0
+);
 -- Events that leave no answer in a transcript (busy, rate-limited), counted a day.
 CREATE TABLE IF NOT EXISTS outcomes (
     day TEXT NOT NULL,
@@ -113,4 +134,27 @@ def draft_from_row(row: tuple[Any, ...]) -> Draft:
         by,
         datetime.fromtimestamp(decided, UTC) if decided is not None else None,
         posted,
+    )
+
+
+SNIPPET_COLUMNS = (
+    "id, conversation, question, answer, state, created_at, link, note, decided_by, decided_at,"
+    " cited"
+)
+
+
+def snippet_from_row(row: tuple[Any, ...]) -> Snippet:
+    ident, conversation, question, answer, state, created, link, note, by, decided, cited = row
+    return Snippet(
+        ident,
+        conversation,
+        question,
+        answer,
+        state,
+        datetime.fromtimestamp(created, UTC),
+        link,
+        note,
+        by,
+        datetime.fromtimestamp(decided, UTC) if decided is not None else None,
+        int(cited),
     )

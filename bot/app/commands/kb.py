@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
 import textwrap
 from datetime import UTC, datetime
 
 from bot.config import Config
+from bot.core.learning import STATES, SnippetAction, learned_items
 from bot.knowledge.base import DEFAULT_COLLECTION, Knowledge
 from bot.knowledge.site import fetch_site, is_url
+from bot.storage import build_store
+from bot.storage.base import Snippet
 
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    kb = commands.add_parser("kb", help="the knowledge base: ingest, search, list")
+    kb = commands.add_parser("kb", help="the knowledge base: ingest, search, list, review")
     actions = kb.add_subparsers(dest="kb_command", metavar="ACTION", required=True)
     ingest = actions.add_parser(
         "ingest",
@@ -36,6 +40,14 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     actions.add_parser(
         "sync", help="bring the index in step with the help centers of [knowledge] urls now"
     )
+    review = actions.add_parser(
+        "review",
+        help="the snippets staff answers in resolved conversations proposed: list those"
+        " waiting, or approve, edit or reject one",
+    )
+    review.add_argument("snippet", nargs="?", default="", help="the snippet's id")
+    review.add_argument("action", nargs="?", choices=sorted(STATES), help="what to do with it")
+    review.add_argument("text", nargs="?", default="", help="the answer as edited (edit)")
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
@@ -51,6 +63,8 @@ def run(config: Config, args: argparse.Namespace) -> int:
             return code
         if args.kb_command == "sync":
             return _sync(config, knowledge)
+        if args.kb_command == "review":
+            return asyncio.run(_review(config, knowledge, args.snippet, args.action, args.text))
         if config.knowledge.enabled and config.knowledge.auto_ingest:
             # As the service would on start, so a fresh checkout can search the sample at once.
             knowledge.refresh()
@@ -120,6 +134,60 @@ def _sync(config: Config, knowledge: Knowledge) -> int:
         print(f"{site}: {report}")
         code = code if crawl.pages or crawl.unchanged else 2
     return code
+
+
+async def _review(
+    config: Config,
+    knowledge: Knowledge,
+    snippet_id: str,
+    action: SnippetAction | None,
+    text: str,
+) -> int:
+    """List the snippets waiting, or settle one from the terminal (whoever can run this can
+    read the store: no staff check) and bring the index in step."""
+    store = build_store(config)
+    await store.open()
+    try:
+        if not snippet_id:
+            return _list_snippets(await store.snippets())
+        found = await store.snippet(snippet_id)
+        if found is None:
+            print(
+                f"parley: no snippet {snippet_id!r} (parley kb review lists them)", file=sys.stderr
+            )
+            return 2
+        if action is None or (action == "edit" and not text.strip()):
+            print("parley: say approve, reject, or edit with the new answer", file=sys.stderr)
+            return 2
+        answer = text.strip() if action == "edit" else found.answer
+        by = f"{getpass.getuser()} (terminal)"
+        if not await store.decide_snippet(snippet_id, STATES[action], by, answer):
+            print(f"parley: {snippet_id} was already {found.state} by {found.decided_by}")
+            return 1
+        report = knowledge.sync_learned(learned_items(await store.snippets()))
+        print(f"{snippet_id}: {STATES[action]}; {report}")
+        return 0
+    finally:
+        await store.close()
+
+
+def _list_snippets(snippets: list[Snippet]) -> int:
+    waiting = [s for s in snippets if s.state == "pending"]
+    if not waiting:
+        print("No snippet waits for review.")
+    for snippet in waiting:
+        where = snippet.link or snippet.conversation
+        print(f"{snippet.id}  {snippet.created_at:%Y-%m-%d %H:%M}  {where}")
+        if snippet.note:
+            print(f"  check: {snippet.note}")
+        print(textwrap.indent(f"Q: {snippet.question}\nA: {snippet.answer}", "  "))
+    learned = [s for s in snippets if s.learned]
+    rejected = sum(s.state == "rejected" for s in snippets)
+    print(
+        f"{len(waiting)} waiting, {len(learned)} learned (cited {sum(s.cited for s in learned)}"
+        f" times), {rejected} rejected"
+    )
+    return 0
 
 
 def _search(knowledge: Knowledge, question: str, k: int, collections: list[str]) -> int:
