@@ -37,7 +37,7 @@ from adapters.discord_reply import (
     ResumedSink,
     Sink,
 )
-from adapters.discord_review import DiscordReview
+from adapters.discord_review import DiscordReview, link_to
 from adapters.inflight import Inflight
 from adapters.settings import DiscordConfig
 from bot.config import Config
@@ -156,6 +156,9 @@ class DiscordAdapter:
         self.review = DiscordReview(self.client, service, int(self.section.review_channel or 0))
         if self.section.review_channel:
             service.reviewing(PLATFORM, self.review.post)
+        # Snippets resolved conversations teach: linked back here, shown to staff for review.
+        post = self.review.post_snippet if self.section.review_channel else None
+        service.learns_on(PLATFORM, link_to, post)
         self.client.event(self.on_interaction)
         self._recovering: asyncio.Task[None] | None = None
 

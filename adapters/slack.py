@@ -38,7 +38,7 @@ from adapters.slack_event import PLATFORM, place, to_event
 from adapters.slack_files import offered
 from adapters.slack_format import USER_MENTION, escape
 from adapters.slack_reply import EphemeralReply, Place, SlackReply, staff_mention
-from adapters.slack_review import SlackReview
+from adapters.slack_review import SlackReview, link_to
 from bot.config import Config
 from bot.core.attachments import Offered, read_files
 from bot.core.reply import Reply
@@ -143,6 +143,9 @@ class SlackAdapter:
         review = SlackReview(self.app, self.client, service, self.section.review_channel)
         if self.section.review_channel:
             service.reviewing(PLATFORM, review.post)
+        # Snippets resolved conversations teach: linked back here, shown to staff for review.
+        post = review.post_snippet if self.section.review_channel else None
+        service.learns_on(PLATFORM, link_to, post)
         self._recovering: asyncio.Task[None] | None = None
 
     # -- connecting ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from bot.knowledge.base import KnowledgeBase
 from bot.knowledge.embed import Embedder
 from bot.storage import build_store, sqlite_records
 from bot.storage import sqlite as sqlite_module
-from bot.storage.base import Status, Store, Timing
+from bot.storage.base import Snippet, Status, Store, Timing
 from tests.fakes.inference import serving as inference
 from tests.test_web_browser import ARTIFACTS, _driver
 
@@ -99,6 +99,13 @@ async def _seed(store: Store, monkeypatch: pytest.MonkeyPatch | None = None) -> 
     assert await store.add_feedback(DISCORD, "d1", "u3", "down")
     if monkeypatch is not None:
         monkeypatch.undo()
+    for ident, question in (("a1b2c3d4e5f6", "Can I pay in gold?"), ("0f0f0f0f0f0f", "Pets?")):
+        answer = "No, only by card." if ident == "a1b2c3d4e5f6" else "Yes, <b>small</b> ones."
+        await store.add_snippet(
+            Snippet(ident, str(DISCORD), question, answer, "pending", NOW, "https://x.example/t")
+        )
+    assert await store.decide_snippet("a1b2c3d4e5f6", "approved", "Bob", "No, only by card.")
+    await store.cite_snippet("a1b2c3d4e5f6")
 
 
 # What `parley eval --out` writes (bot/evaluation/report.py: write_json), cut to two questions.
@@ -315,6 +322,11 @@ async def test_posts_need_the_session_and_its_csrf_token(console: ConsoleServer)
             wrong = {"csrf": "x" * len(csrf)}
             async with admin.post(f"{console.url}logout", data=wrong, allow_redirects=False) as r:
                 assert r.status == 403
+            async with admin.get(f"{console.url}knowledge") as r:
+                learned = (await r.text()).split('id="snippets"', 1)[1].split("</table>", 1)[0]
+                assert "Can I pay in gold?" in learned and "approved by Bob" in learned
+                assert '<td class="n cited">1</td>' in learned
+                assert "&lt;b&gt;small&lt;/b&gt;" in learned  # staff's words shown as text
             async with admin.get(f"{console.url}gaps.csv") as r:
                 rows = (await r.text()).splitlines()
                 assert rows[0] == "count,question,also asked as" and len(rows) >= 3

@@ -9,7 +9,7 @@ from typing import Any
 
 from bot.config import Config, HandoffConfig, PolicyConfig, ReviewConfig
 from bot.core.gate import Outcome
-from bot.core.wording import HANDOFF, NOT_STAFF, NOT_STAFF_CLAIM, RESUMED
+from bot.core.wording import HANDOFF, NOT_STAFF, NOT_STAFF_CLAIM, NOT_STAFF_SNIPPET, RESUMED
 from tests import test_discord
 from tests.fakes.discord import (
     ALICE,
@@ -19,11 +19,13 @@ from tests.fakes.discord import (
     CHANNEL_B,
     GUILD_ID,
     SUPPORT_ROLE,
+    THREAD_ID,
     USERS,
     FakeDiscord,
 )
 from tests.scripted import ScriptedBackend
 from tests.test_discord import MENTION, config_for, outcome_of, serving
+from tests.test_learning import learning_config, learning_service
 
 #: The fake Discord each test talks to (test_discord's fixture).
 fake = test_discord.fake
@@ -202,3 +204,63 @@ async def test_staff_resolve_a_handoff_with_the_slash_command(
         await fake.wait_for(lambda: [m for m in fake.sent(CHANNEL_A) if m["components"]])
         await fake.interaction("resolved", author=BOB, roles=[SUPPORT_ROLE])
         await fake.wait_for(lambda: [m for m in fake.sent(CHANNEL_A) if m["content"] == RESUMED])
+
+
+# -- what resolved threads teach ----------------------------------------------------------------
+TRAILER = "A trailer up to 3 m long travels on night sailings for £18 each way. Hope this helps!"
+
+
+async def test_a_staff_answer_in_a_resolved_thread_is_learned_once_staff_approve_it(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    config = dataclasses.replace(
+        learning_config(tmp_path, config_for(fake, tmp_path, review_channel=CHANNEL_B)),
+        handoff=HandoffConfig(staff_roles=[SUPPORT_ROLE]),
+    )
+    service = await learning_service(config)
+    try:
+        async with serving(fake, tmp_path, service=service, config=config) as (_, _, outcomes):
+            ask = f"{MENTION} can I bring a small trailer on the overnight crossing?"
+            await fake.send_message(ask, channel=THREAD_ID, mentions=(BOT_ID,))
+            await fake.wait_for(lambda: fake.sent(THREAD_ID))
+            await fake.send_message(
+                f"{MENTION} talk to a human", channel=THREAD_ID, mentions=(BOT_ID,)
+            )
+            (handoff,) = await fake.wait_for(
+                lambda: [m for m in fake.sent(THREAD_ID) if HANDOFF in m["content"]]
+            )
+            # Staff answer in the thread (no mention: the bot is in it), then mark it done.
+            staff = await fake.send_message(
+                TRAILER, channel=THREAD_ID, author=BOB, roles=(SUPPORT_ROLE,)
+            )
+            assert await fake.wait_for(outcome_of(outcomes, staff)) == [Outcome.HANDED_OFF]
+            await fake.dispatch(
+                "MESSAGE_REACTION_ADD", _reaction(handoff, "✅", BOB, [SUPPORT_ROLE])
+            )
+            (review,) = await fake.wait_for(
+                lambda: [m for m in fake.sent(CHANNEL_B) if "Learn this?" in m["content"]]
+            )
+            assert "small trailer on the overnight crossing" in review["content"]
+            assert (
+                "£18 each way" in review["content"] and "Hope this helps" not in review["content"]
+            )
+            assert f"https://discord.com/channels/{GUILD_ID}/{THREAD_ID}" in review["content"]
+            approve = buttons_of(review)["Approve"]
+            # A customer's click is refused, to them alone; staff's decides.
+            await fake.click(review["id"], approve, author=ALICE)
+            await fake.wait_for(
+                lambda: [m for m in fake.sent(CHANNEL_B) if m["content"] == NOT_STAFF_SNIPPET]
+            )
+            await fake.click(review["id"], approve, author=BOB, roles=[SUPPORT_ROLE])
+            await fake.wait_for(lambda: "approved by Bob" in fake.messages[review["id"]]["content"])
+            assert fake.messages[review["id"]]["components"] == []
+            # A differently worded question, elsewhere, is answered from it and cites it.
+            await fake.send_message(
+                f"{MENTION} what's the price for a trailer at night?", mentions=(BOT_ID,)
+            )
+            (answer,) = await fake.wait_for(
+                lambda: [m for m in fake.sent(CHANNEL_A) if "£18 each way" in m["content"]]
+            )
+            assert f"/channels/{GUILD_ID}/{THREAD_ID})" in answer["content"]
+    finally:
+        await service.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from adapters.memory import MemoryAdapter
 from bot.app.cli import main
+from bot.app.commands.report import build_report, format_report
 from bot.config import (
     BotConfig,
     Config,
@@ -48,26 +50,34 @@ def embedder() -> Embedder:
     return Embedder()
 
 
-def _config(tmp_path: Path, store: StoreConfig) -> Config:
+def learning_config(tmp_path: Path, base: Config | None = None) -> Config:
+    """``base`` (or a plain config) answering from three held-out articles."""
     articles = tmp_path / "articles"
     if not articles.exists():
         articles.mkdir()
         for name in ARTICLES:
             shutil.copy(ROOT / "config" / "eval" / "heldout" / name, articles / name)
-    return Config(
+    return dataclasses.replace(
+        base or Config(limits=NO_LIMITS, handoff=HandoffConfig(staff_roles=["support"])),
         bot=BotConfig(company="Kestrel Ferries"),
-        store=store,
-        limits=NO_LIMITS,
         knowledge=KnowledgeConfig(paths=[str(articles)]),
-        handoff=HandoffConfig(staff_roles=["support"]),
     )
 
 
-async def _service(config: Config, embedder: Embedder) -> Service:
+def _config(tmp_path: Path, store: StoreConfig) -> Config:
+    return dataclasses.replace(learning_config(tmp_path), store=store)
+
+
+async def learning_service(config: Config, embedder: Embedder | None = None) -> Service:
+    """A started service with that knowledge base, whose model is never asked."""
     kb = KnowledgeBase(config.knowledge, config.store.path, embedder, config.bot.company)
     service = Service(config, ScriptedBackend("unused"), build_store(config), kb)
     await service.start()
     return service
+
+
+async def _service(config: Config, embedder: Embedder) -> Service:
+    return await learning_service(config, embedder)
 
 
 async def _resolved(service: Service, channel: str, question: str, answer: str) -> str:
@@ -149,6 +159,11 @@ async def test_staff_decide_what_is_learned_and_the_learned_snippet_is_cited(
     assert (await service.decide_snippet(dropped, "reject", "u9", ("support",)))[0]
     text = await chat.send("what does a horse cost on the ferry?", channel="c5").wait()
     assert "£40" not in text
+    report = format_report(await build_report(service.store))
+    assert "snippets proposed    2: 1 approved, 0 edited, 1 rejected, 0 pending" in report
+    assert (
+        "Learned from staff (the most cited first):\n     1  Can I take a small trailer" in report
+    )
     await service.close()
 
 
@@ -202,3 +217,33 @@ async def test_the_terminal_lists_and_decides(
     text = await MemoryAdapter(service).send("price of a trailer at night?").wait()
     assert edited in text
     await service.close()
+
+
+async def test_a_golden_line_only_a_resolved_thread_answers_passes_once_approved(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    config = _config(tmp_path, StoreConfig(path=str(tmp_path / "parley.db")))
+    service = await _service(config, embedder)
+    question = "Can I take a small trailer on the overnight crossing?"
+    taught = await _resolved(service, "c1", question, TRAILER)
+    await service.close()
+    golden = tmp_path / "golden.jsonl"
+    line = {"question": "what's the fare for a trailer at night?", "document": question}
+    golden.write_text(json.dumps({**line, "facts": ["£18 each way"]}) + "\n")
+    path = tmp_path / "parley.toml"
+    path.write_text(
+        f'[knowledge]\npaths = ["{tmp_path / "articles"}"]\n[store]\npath = "{config.store.path}"\n'
+    )
+
+    async def passes() -> bool:
+        out = tmp_path / "eval"
+        args = ["--config", str(path), "eval", str(golden), "--out", str(out)]
+        await asyncio.to_thread(main, args)
+        return bool(json.loads((out / "eval.json").read_text())["questions"][0]["ok"])
+
+    assert not await passes()
+    assert (
+        await asyncio.to_thread(main, ["--config", str(path), "kb", "review", taught, "approve"])
+        == 0
+    )
+    assert await passes()

@@ -3,6 +3,7 @@ over Socket Mode and signed HTTP, the Edit modal, staff-only decisions, a restar
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -15,7 +16,8 @@ from adapters.markdown import to_mrkdwn
 from adapters.slack import SlackAdapter, create
 from bot.config import HandoffConfig, PolicyConfig, ReviewConfig
 from bot.core.service import Service
-from bot.core.wording import HANDOFF, NOT_STAFF, RESUMED
+from bot.core.wording import HANDOFF, NOT_STAFF, NOT_STAFF_SNIPPET, RESUMED
+from bot.events import ConversationKey
 from bot.storage.sqlite import SQLiteStore
 from tests import test_slack
 from tests.fakes.slack import (
@@ -24,6 +26,7 @@ from tests.fakes.slack import (
     BOT_USER,
     CHANNEL,
     SIGNING_SECRET,
+    TEAM,
     FakeSlack,
     Message,
     block_action,
@@ -33,6 +36,7 @@ from tests.fakes.slack import (
 )
 from tests.harness import connected
 from tests.scripted import ScriptedBackend
+from tests.test_learning import learning_config, learning_service
 from tests.test_slack import MENTION, config_for, deliver, mention, post_event
 
 #: The fake Slack each test talks to (test_slack's fixture).
@@ -210,3 +214,100 @@ async def test_a_staff_check_mark_gives_a_handed_off_thread_back(
             lambda: [m for m in fake.thread(CHANNEL, asked["ts"]) if m.body == RESUMED] or None
         )
         assert len([m for m in fake.thread(CHANNEL, asked["ts"]) if m.body == RESUMED]) == 1
+
+
+# -- what resolved threads teach ----------------------------------------------------------------
+TRAILER = "Hi Alice! A trailer up to 3 m long travels on night sailings for £18 each way."
+
+
+async def test_a_staff_answer_in_a_resolved_thread_is_edited_and_learned(
+    fake: FakeSlack, tmp_path: Path
+) -> None:
+    config = dataclasses.replace(
+        learning_config(tmp_path, config_for(fake, tmp_path, review_channel=REVIEWS)),
+        handoff=HandoffConfig(staff_users=[BOB]),
+    )
+    service = await learning_service(config)
+    adapter = create(config, service)
+    try:
+        async with connected(adapter):
+            asked = mention(f"{MENTION} can I bring a small trailer on the overnight crossing?")
+            await deliver(fake, asked)
+            await fake.wait_for(lambda: fake.thread(CHANNEL, asked["ts"]) or None)
+            await deliver(fake, mention(f"{MENTION} talk to a human", thread_ts=asked["ts"]))
+            ping = await fake.wait_for(
+                lambda: next(
+                    (m for m in fake.thread(CHANNEL, asked["ts"]) if HANDOFF in m.body), None
+                )
+            )
+            await deliver(
+                fake,
+                {
+                    "type": "message",
+                    "user": BOB,
+                    "text": TRAILER,
+                    "ts": new_ts(),
+                    "thread_ts": asked["ts"],
+                    "channel": CHANNEL,
+                    "channel_type": "channel",
+                },
+            )
+            # The staff answer is in the transcript before the ✅.
+            key = ConversationKey("slack", TEAM, CHANNEL, asked["ts"])
+            async with asyncio.timeout(20):
+                while not any(  # noqa: ASYNC110 - the store has no event to wait on
+                    "[staff" in t.content for t in await service.store.history(key)
+                ):
+                    await asyncio.sleep(0.05)
+            await deliver(
+                fake,
+                {
+                    "type": "reaction_added",
+                    "user": BOB,
+                    "reaction": "white_check_mark",
+                    "item": {"type": "message", "channel": CHANNEL, "ts": ping.ts},
+                    "item_user": BOT_USER,
+                    "ts": new_ts(),
+                },
+            )
+            review = await fake.wait_for(
+                lambda: next(
+                    (m for m in fake.messages.values() if m.channel == REVIEWS and m.blocks), None
+                )
+            )
+            shown = review.blocks[0]["text"]["text"]
+            assert "*Learn this?*" in shown and "£18 each way" in shown and "Alice" not in shown
+            assert f"https://app.slack.com/client/{TEAM}/{CHANNEL}/thread/" in shown
+            assert _buttons(review) == [
+                "parley_snippet_approve",
+                "parley_snippet_edit",
+                "parley_snippet_reject",
+            ]
+            await fake.send_envelope("interactive", block_action(review, "parley_snippet_approve"))
+            refusal = await fake.wait_for(
+                lambda: next((m for m in fake.messages.values() if m.ephemeral), None)
+            )
+            assert refusal.text == NOT_STAFF_SNIPPET
+            await fake.send_envelope(
+                "interactive", block_action(review, "parley_snippet_edit", BOB)
+            )
+            view = await fake.wait_for(lambda: fake.views[0] if fake.views else None)
+            (field,) = view["blocks"]
+            edited = "A trailer up to 3 m travels on night sailings for £18 each way."
+            await fake.send_envelope(
+                "interactive", view_submission(view, {field["block_id"]: edited}, BOB)
+            )
+            await fake.wait_for(lambda: "edited by bob" in json.dumps(review.blocks) or None)
+            assert _buttons(review) == []
+            again = mention(f"{MENTION} what's the price for a trailer at night?")
+            await deliver(fake, again)
+            answer = await fake.wait_for(
+                lambda: next(
+                    (m for m in fake.thread(CHANNEL, again["ts"]) if edited in m.body), None
+                )
+            )
+            assert f"/thread/{CHANNEL}-{asked['ts']})" in answer.body
+            with contextlib.suppress(TimeoutError):
+                await fake.wait_for(lambda: set(fake.sent_envelopes) <= fake.acked, within=5)
+    finally:
+        await service.close()

@@ -34,7 +34,7 @@ from bot.storage.base import Snippet, SnippetState, Store, Turn
 if TYPE_CHECKING:
     from bot.knowledge.base import KnowledgeBase
 
-__all__ = ["Learning", "SnippetAction", "learned_items", "mask", "propose"]
+__all__ = ["Learning", "Snippet", "SnippetAction", "learned_items", "mask", "propose"]
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +98,12 @@ def _asks(text: str) -> bool:
     return len(lowered.split()) >= 3 and lowered not in COMMANDS and small_talk(text) is None
 
 
-def propose(turns: Sequence[Turn]) -> tuple[str, str] | None:
+def propose(
+    turns: Sequence[Turn], asks_for_a_person: Callable[[str], bool] = lambda text: False
+) -> tuple[str, str] | None:
     """(question, answer) a resolved conversation teaches: the customer's last question before
-    the staff first answered, and what the staff said, cleaned and masked; None when no staff
-    member answered anything of substance."""
+    the staff first answered (not a request for a person), and what the staff said, cleaned
+    and masked; None when no staff member answered anything of substance."""
     first = next(
         (n for n, t in enumerate(turns) if t.role == "user" and _STAFF.match(t.content)), None
     )
@@ -111,7 +113,10 @@ def propose(turns: Sequence[Turn]) -> tuple[str, str] | None:
     asked = [
         t.content
         for t in turns[:first]
-        if t.role == "user" and not _STAFF.match(t.content) and _asks(t.content)
+        if t.role == "user"
+        and not _STAFF.match(t.content)
+        and _asks(t.content)
+        and not asks_for_a_person(t.content)
     ]
     said = [
         _without_chatter(_STAFF.sub("", t.content))
@@ -144,7 +149,7 @@ class Learning:
         """The snippet a just-resolved conversation teaches, kept for review and shown to
         staff where the platform can; None when it teaches nothing."""
         try:
-            taught = propose(await self.store.history(key))
+            taught = propose(await self.store.history(key), self.handoffs.asks_for_a_person)
         except StoreError:
             log.exception("cannot read the resolved conversation %s", key)
             return None

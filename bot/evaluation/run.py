@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from bot.knowledge.embed import Embedder
 from bot.knowledge.index import Source
 from bot.knowledge.scope import Signals
 from bot.storage import build_store
+from bot.storage.base import Snippet
 
 __all__ = ["Result", "eval_config", "evaluate", "names"]
 
@@ -139,12 +141,16 @@ async def evaluate(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[Result]:
     """Answer every item, at most ``concurrency`` at a time; the results in the items' order."""
+    taught = await _taught(config)
     with tempfile.TemporaryDirectory(prefix="parley-eval-") as folder:
         config = eval_config(config, kb_paths, folder)
         kb = KnowledgeBase(config.knowledge, config.store.path, embedder, config.bot.company)
         service = Service(config, backend or build_backend(config), build_store(config), kb)
         await service.start()
         try:
+            for snippet in taught:
+                await service.store.add_snippet(snippet)
+            await service.learning.sync()
             if not kb.size:
                 from bot.errors import ConfigError
 
@@ -170,6 +176,19 @@ async def evaluate(
             return list(await asyncio.gather(*(one(n, i) for n, i in enumerate(items))))
         finally:
             await service.close()
+
+
+async def _taught(config: Config) -> list[Snippet]:
+    """The snippets staff approved in the service's own store: the evaluation's answers learn
+    from them as the service's do (none when that store does not exist yet)."""
+    if not config.store.url and not os.path.exists(config.store.path):  # noqa: ASYNC240 - once
+        return []
+    store = build_store(config)
+    await store.open()
+    try:
+        return [snippet for snippet in await store.snippets() if snippet.learned]
+    finally:
+        await store.close()
 
 
 async def _ask(

@@ -200,7 +200,8 @@ class RedisRecords(Store):
         }
         async with self._redis().pipeline(transaction=True) as pipe:
             pipe.hset(f"{self.prefix}snippets", snippet.id, json.dumps(value))
-            pipe.sadd(f"{self.prefix}snippets:pending", snippet.id)
+            if snippet.state == "pending":
+                pipe.sadd(f"{self.prefix}snippets:pending", snippet.id)
             await self._do(pipe.execute())
 
     async def snippets(self) -> list[Snippet]:

@@ -23,7 +23,7 @@ import numpy as np
 
 from bot.config import Config
 from bot.storage import build_store
-from bot.storage.base import Draft, Store
+from bot.storage.base import Draft, Snippet, Store
 
 __all__ = ["Gap", "Report", "add_parser", "build_report", "format_report", "group", "run"]
 
@@ -67,6 +67,10 @@ class Report:
     #: Handoffs a staff member claimed, and the median time they took to, in seconds.
     claimed: int = 0
     claim_seconds: float | None = None
+    #: Snippets proposed from resolved conversations, by what became of them.
+    snippets: Counter[str] = field(default_factory=Counter)
+    #: The snippets learned (whenever proposed), the most cited first.
+    learned: list[Snippet] = field(default_factory=list)
 
 
 def group(
@@ -155,6 +159,9 @@ async def build_report(
         if d.decided_at is not None and d.state != "expired"
     ]
     report.decision_seconds = float(np.median(waits)) if waits else None
+    snippets = await store.snippets()
+    report.snippets = Counter(s.state for s in snippets if s.created_at >= since)
+    report.learned = sorted((s for s in snippets if s.learned), key=lambda s: -s.cited)[:top]
     return report
 
 
@@ -193,6 +200,14 @@ def format_report(report: Report) -> str:
         lines.append(f"  drafts for staff     {counts}")
         if report.decision_seconds is not None:
             lines.append(f"  time to decide       {report.decision_seconds / 60:.1f} min (median)")
+    if report.snippets:
+        decided = ("approved", "edited", "rejected", "pending")
+        counts = ", ".join(f"{report.snippets[state]} {state}" for state in decided)
+        lines.append(f"  snippets proposed    {sum(report.snippets.values())}: {counts}")
+    if report.learned:
+        lines += ["", "Learned from staff (the most cited first):"]
+        for snippet in report.learned:
+            lines.append(f"  {snippet.cited:>4}  {_one_line(snippet.question)}")
     if report.shadowed:
         lines += [
             "",

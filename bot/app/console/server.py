@@ -198,6 +198,7 @@ class ConsoleServer:
             enabled=self.knowledge is not None,
             documents=await documents(self.knowledge, self.store) if self.knowledge else [],
             drafts=await self.store.pending_drafts(),
+            snippets=await self.store.snippets(),
         )
 
     async def _refresh(self, request: web.Request) -> web.Response:
