@@ -177,12 +177,16 @@ class RedisRecords(Store):
     async def decide_draft(
         self, draft_id: str, state: DraftState, by: str, posted: str = ""
     ) -> bool:
-        # Checked and set in one step on the server: two people clicking at once, on two
-        # replicas, settle it once.
+        return await self._decide("drafts", draft_id, state, by, "posted", posted)
+
+    async def _decide(
+        self, records: str, ident: str, state: str, by: str, field: str, text: str
+    ) -> bool:
+        """Settle a pending draft or snippet, its ``field`` set to ``text``. Checked and set in
+        one step on the server: two people clicking at once, on two replicas, settle it once."""
+        keys = [f"{self.prefix}{records}", f"{self.prefix}{records}:pending"]
         decided = await self._script(
-            "decide_pending",
-            [f"{self.prefix}drafts", f"{self.prefix}drafts:pending"],
-            [draft_id, state, by, time.time(), "posted", posted],
+            "decide_pending", keys, [ident, state, by, time.time(), field, text]
         )
         return bool(decided)
 
@@ -225,12 +229,7 @@ class RedisRecords(Store):
     async def decide_snippet(
         self, snippet_id: str, state: SnippetState, by: str, answer: str
     ) -> bool:
-        decided = await self._script(
-            "decide_pending",
-            [f"{self.prefix}snippets", f"{self.prefix}snippets:pending"],
-            [snippet_id, state, by, time.time(), "answer", answer],
-        )
-        return bool(decided)
+        return await self._decide("snippets", snippet_id, state, by, "answer", answer)
 
     async def cite_snippet(self, snippet_id: str) -> None:
         await self._do(self._redis().hincrby(f"{self.prefix}snippets:cited", snippet_id, 1))
