@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
 from bench.process import ParleyProcess
@@ -222,8 +223,11 @@ def _in_the_browser(url: str, profile: str) -> dict[str, Any]:
             if r.text.startswith("Shipping")
         )
         shipping.find_element(By.CSS_SELECTOR, "button.reingest").click()
-        seen["reingested"] = wait.until(lambda d: d.find_element(By.ID, "notice")).text
+        reingested = wait.until(lambda d: d.find_element(By.ID, "notice"))
+        seen["reingested"] = reingested.text
         driver.find_element(By.ID, "refresh").click()
+        # The page the click left, notice and all, goes before the next one is read.
+        wait.until(staleness_of(reingested))
         seen["refreshed"] = wait.until(lambda d: d.find_element(By.ID, "notice")).text
         seen["documents_after"] = _documents(driver)
 
