@@ -43,7 +43,7 @@ from adapters.settings import DiscordConfig
 from bot.config import Config
 from bot.core.attachments import Offered, read_files
 from bot.core.reply import Reply
-from bot.core.service import Service
+from bot.core.service import Admission, Service
 from bot.errors import ConfigError, PlatformError
 from bot.events import ConversationKey, Event, Rating
 
@@ -322,7 +322,7 @@ class DiscordAdapter:
             log.debug("not answering %s in %s: [discord] access lists", author.id, event.key)
             return
         handle = self._handle
-        if message.attachments and event.addressed:
+        if message.attachments:
             handle = functools.partial(self._handle_with_files, message.attachments)
         self._inflight.start(event, self._reply(MessageSink(message)), handle)
 
@@ -376,16 +376,20 @@ class DiscordAdapter:
     async def _handle_with_files(
         self, attachments: list[discord.Attachment], event: Event, reply: Reply
     ) -> None:
-        """Read the message's files (through discord.py, from Discord's CDN), then answer."""
-        offered = [Offered(a.filename, a.size, a.read) for a in attachments]
-        files = await read_files(offered, self.config.attachments)
-        await self._handle(dataclasses.replace(event, files=files), reply)
+        """Read the message's files (through discord.py, from Discord's CDN) once the core
+        means to answer it (a mention, a thread the bot is in), then answer."""
+        admission = await self.service.admit(event)
+        if admission.outcome is None:
+            offered = [Offered(a.filename, a.size, a.read) for a in attachments]
+            files = await read_files(offered, self.config.attachments)
+            event = dataclasses.replace(event, files=files)
+        await self._handle(event, reply, admission)
 
-    async def _handle(self, event: Event, reply: Reply) -> None:
+    async def _handle(self, event: Event, reply: Reply, admission: Admission | None = None) -> None:
         assert isinstance(reply, DiscordReply)
         self._replies.add(reply)
         try:
-            outcome = await self.service.handle(event, reply)
+            outcome = await self.service.handle(event, reply, admission=admission)
             log.debug("discord %s: %s", event.message_id, outcome.value)
             if isinstance(reply.sink, InteractionSink) and not reply.posted:
                 # The core chose silence (policy, handoff), but Discord shows an error for an

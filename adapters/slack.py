@@ -288,10 +288,10 @@ class SlackAdapter:
         team = str(body.get("team_id") or event.get("team") or self.team)
         converted = to_event(event, team, self.bot_user, await self._lookup(event))
         # Taken in (into the store's inbox) before this returns and bolt acknowledges it;
-        # its files are read after, within the answer's task, as Slack wants a quick ack.
+        # its files are read after (if it is to be answered), as Slack wants a quick ack.
         admission = await self.service.admit(converted)
         shared = event.get("files")
-        if isinstance(shared, list) and shared and converted.addressed:
+        if isinstance(shared, list) and shared and admission.outcome is None:
             token = self.config.secret(self.section.bot_token_env) or ""
             limit = self.config.attachments.max_bytes
             offer = offered(shared, token, self.section.api_base, limit)

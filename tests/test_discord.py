@@ -183,7 +183,16 @@ async def test_an_attached_file_is_read_and_an_image_gets_a_line(
         )
         too_large = FILE_TOO_LARGE.format(name="big.log", limit="2 MB")
         await fake.wait_for(lambda: [m for m in fake.sent() if too_large in m["content"]])
-    assert [path.rsplit("/", 1)[1] for path in fake.downloads] == ["booking.pdf", "photo.jpg"]
+        # In a thread the bot is in, a follow-up needs no mention: its file is read too.
+        await fake.send_message(f"{MENTION} hello", channel=THREAD_ID, mentions=(BOT_ID,))
+        await fake.wait_for(final(fake, THREAD_ID, "I see no booking"))
+        again = [("again.pdf", booking, "application/pdf")]
+        await fake.send_message("and with this?", channel=THREAD_ID, files=again)
+        await fake.wait_for(
+            final(fake, THREAD_ID, "Your booking says Departure time: 07:45 on 12 December.")
+        )
+    downloaded = [path.rsplit("/", 1)[1] for path in fake.downloads]
+    assert downloaded == ["booking.pdf", "photo.jpg", "again.pdf"]
 
 
 async def test_a_direct_message_is_answered(fake: FakeDiscord, tmp_path: Path) -> None:
