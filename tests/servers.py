@@ -15,7 +15,7 @@ import urllib.request
 from collections import deque
 from pathlib import Path
 
-__all__ = ["VLLM_PYTHON", "ServerProcess", "TransformersServer", "VllmServer"]
+__all__ = ["VLLM_PYTHON", "ServerProcess", "TransformersServer", "VllmServer", "free_port"]
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = ROOT / ".cache" / "vllm-venv" / "bin" / "python"
@@ -132,7 +132,7 @@ class TransformersServer(ServerProcess):
         return found is not None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -156,7 +156,7 @@ class VllmServer(ServerProcess):
     def command(self) -> tuple[list[str], dict[str, str]]:
         if not VLLM_PYTHON.exists():
             raise RuntimeError("vLLM is not installed: run .ci/install-vllm (make test does)")
-        port = _free_port()
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         env = {
             "VLLM_TARGET_DEVICE": "cpu",

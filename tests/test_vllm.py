@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,7 +29,7 @@ from bot.generation.models import PromptFormat
 from bot.generation.remote import RemoteBackend
 from bot.storage import build_store
 from tests.conftest import make_config
-from tests.servers import VllmServer
+from tests.servers import VllmServer, free_port
 
 pytestmark = [pytest.mark.bundled, pytest.mark.timeout(600)]
 
@@ -75,6 +74,17 @@ class _Watched(MemoryReply):
     async def update(self, text: str) -> None:
         await super().update(text)
         self.shown.set()
+
+
+async def _long_answer(
+    service: Service, story: str
+) -> tuple[Event, _Watched, asyncio.Task[Outcome]]:
+    """A long answer under way, its first text shown: the event, its reply, and the task."""
+    event = MemoryAdapter(service).event(f"Write a very long story about {story}.")
+    reply = _Watched()
+    answering = asyncio.create_task(service.handle(event, reply))
+    await asyncio.wait_for(reply.shown.wait(), 120)
+    return event, reply, answering
 
 
 async def _until(condition: Callable[[], bool], seconds: float = 30.0) -> None:
@@ -144,11 +154,7 @@ async def test_a_cancelled_answer_frees_its_sequence_on_the_server(
     server = servers[0]
     config = _config(tmp_path, bundled_dir, _remote(server), max_new_tokens=1500)
     async with build_service(config) as service:
-        chat = MemoryAdapter(service)
-        reply = _Watched()
-        event = chat.event("Write a very long story about a cat who travels the world.")
-        answering = asyncio.create_task(service.handle(event, reply))
-        await asyncio.wait_for(reply.shown.wait(), 120)
+        event, reply, answering = await _long_answer(service, "a cat who travels the world")
         assert await asyncio.to_thread(server.running) == 1
         # The reader went away (a closed web page): the answer stops, on the server too.
         assert service.cancel(event.key)
@@ -222,9 +228,7 @@ async def test_doctor_names_each_mistake_in_one_line(
     assert await check(_remote(server)) == (
         f"ok    backend {server.url}: serves model '{VllmServer.SERVED}'"
     )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"
     assert (await check(RemoteConfig(base_urls=[dead]))).startswith(
         f"FAIL  backend {dead}: cannot connect"
     )
@@ -248,11 +252,8 @@ async def test_a_server_dying_mid_answer_gets_the_apology_and_the_other_takes_th
     """Last in this module: it kills one of the servers."""
     config = _config(tmp_path, bundled_dir, _remote(*servers), max_new_tokens=1500)
     async with build_service(config) as service:
+        event, reply, answering = await _long_answer(service, "a dog who learns to sail")
         chat = MemoryAdapter(service)
-        reply = _Watched()
-        event = chat.event("Write a very long story about a dog who learns to sail.")
-        answering = asyncio.create_task(service.handle(event, reply))
-        await asyncio.wait_for(reply.shown.wait(), 120)
         running = [await asyncio.to_thread(server.running) for server in servers]
         doomed, other = (servers[0], servers[1]) if running[0] else (servers[1], servers[0])
         doomed.kill()

@@ -144,6 +144,8 @@ class Learning:
         self.links: dict[str, LinkTo] = {}
         self.posting: dict[str, PostSnippet] = {}
         self._syncing: asyncio.Task[None] | None = None
+        #: The approved snippets as this replica's index last took them (None: not yet).
+        self._synced: list[Learned] | None = None
 
     async def propose(self, key: ConversationKey) -> Snippet | None:
         """The snippet a just-resolved conversation teaches, kept for review and shown to
@@ -219,10 +221,15 @@ class Learning:
         if self.knowledge is None:
             return
         try:
-            report = await self.knowledge.learn(learned_items(await self.store.snippets()))
+            items = learned_items(await self.store.snippets())
+            # Every 30 s on every replica: the index is asked only when the approved set moved.
+            if items == self._synced:
+                return
+            report = await self.knowledge.learn(items)
         except Exception:  # a store or index fault: the next sync tries again
             log.exception("cannot bring the learned snippets into the index")
             return
+        self._synced = items
         if report.changed:
             log.info("learned from staff: %s", report)
 
