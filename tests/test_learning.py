@@ -194,7 +194,6 @@ async def test_the_terminal_lists_and_decides(
     taught = await _resolved(
         service, "c1", "Can I take a small trailer on the overnight crossing?", TRAILER
     )
-    await service.close()
     path = tmp_path / "parley.toml"
     path.write_text(
         f'[knowledge]\npaths = ["{tmp_path / "articles"}"]\n[store]\npath = "{config.store.path}"\n'
@@ -213,6 +212,11 @@ async def test_the_terminal_lists_and_decides(
     assert await parley("kb", "review", taught, "approve") == 1
     assert await parley("kb", "search", "trailer at night price") == 0
     assert edited in capsys.readouterr().out
+    # The service running all along learns it at its next sync (the terminal already wrote
+    # the index they share), and one started afresh knows it at once.
+    await service.learning.sync()
+    assert edited in await MemoryAdapter(service).send("price of a trailer at night?").wait()
+    await service.close()
     service = await _service(dataclasses.replace(config), embedder)
     text = await MemoryAdapter(service).send("price of a trailer at night?").wait()
     assert edited in text

@@ -125,6 +125,8 @@ class Knowledge:
         self.retriever = Retriever([], np.zeros((0, 0), dtype=np.float32))
         self.scorer = SentenceScorer(lambda texts: self.embedder.encode(texts))
         self._files: dict[tuple[tuple[str, str], ...], tuple[Retriever, SentenceScorer]] = {}
+        #: The learned documents (key → digest) the in-memory snapshot was loaded with.
+        self._learned_loaded: dict[str, str] = {}
 
     @property
     def embedder(self) -> Embedder:
@@ -156,6 +158,7 @@ class Knowledge:
         return len(self.retriever)
 
     def _reload(self) -> None:
+        self._learned_loaded = self._learned_on_disk()
         passages, vectors = self.index.load()
         known = self.embedder.knows if passages else (lambda word: False)
         self.retriever = Retriever(passages, vectors, known)
@@ -254,10 +257,15 @@ class Knowledge:
         for name, item in wanted.items():
             self._put(name, document(item), LEARNED, stored, True, report)
         self._drop([k for k in self.index.keys_starting(PREFIX) if k not in wanted], report)
-        if report.changed:
+        # Another process sharing this index (`parley kb review`) may have written it already:
+        # what is on disk, not this call's changes, decides whether the snapshot is stale.
+        if report.changed or self._learned_on_disk() != self._learned_loaded:
             self._reload()
         report.passages = self.index.count()
         return report
+
+    def _learned_on_disk(self) -> dict[str, str]:
+        return {k: v for k, v in self.index.digests().items() if k.startswith(PREFIX)}
 
     def contradiction(self, question: str, answer: str) -> str:
         """One line for a reviewer when the articles that answer ``question`` give another
